@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates its own virtual
+# environment (.venv) and installs everything. Override TORCH_VERSION to test another torch.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed-$(TORCH_VERSION): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[test,demos,triton]"
+	touch $@
+
+setup: $(VENV)/.installed-$(TORCH_VERSION)
+
+demo: setup
+	$(PY) demos/theta_recovery.py
+
+test: setup
+	GABORLAYER_STRICT_SKIPS=1 $(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/bench_layer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,6 @@
+"""gaborlayer: differentiable Gabor filter-bank layers for PyTorch."""
+from .functional import canonicalize, gabor_conv2d, gabor_kernel2d
+from .modules import GaborConv2d
+
+__all__ = ["GaborConv2d", "canonicalize", "gabor_conv2d", "gabor_kernel2d"]
+__version__ = "0.1.0"

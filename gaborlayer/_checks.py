@@ -1,0 +1,107 @@
+"""Input checks shared by the functional API and the modules.
+
+Every check raises at the door with a message that names the argument, echoes the bad value and
+states the allowed range, so nothing fails deep inside torch or silently produces NaN.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import torch
+
+PARAM_NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
+
+
+def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a tuple ``(h, w)``."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def positive_int(value, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def floating_dtype(dtype: torch.dtype | None, name: str = "dtype") -> None:
+    if dtype is not None and not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point dtype, got {dtype}")
+
+
+def as_param_tensors(values: dict, *, dtype=None, device=None) -> list[torch.Tensor]:
+    """Turn numbers or tensors into floating tensors of one dtype and device (not broadcast).
+
+    Tensors keep their autograd history. Integer or boolean tensors are refused rather than
+    silently cast, since a filter parameter is never meaningfully an integer.
+    """
+    tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
+    for name, v in values.items():
+        if isinstance(v, torch.Tensor):
+            if not v.dtype.is_floating_point:
+                raise TypeError(f"{name} must be a floating-point tensor, got dtype {v.dtype}")
+        elif not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(v).__name__}")
+    if dtype is None:
+        dtype = tensors[0].dtype if tensors else torch.get_default_dtype()
+        for t in tensors[1:]:
+            dtype = torch.promote_types(dtype, t.dtype)
+    if device is None:
+        devices = {t.device for t in tensors}
+        if len(devices) > 1:
+            raise ValueError(f"parameters must be on one device, got {sorted(map(str, devices))}")
+        device = devices.pop() if devices else None
+    return [torch.as_tensor(v, dtype=dtype, device=device) for v in values.values()]
+
+
+def broadcast(values: dict) -> list[torch.Tensor]:
+    """Broadcast tensors to one shape, naming their shapes if they cannot be."""
+    try:
+        return list(torch.broadcast_tensors(*values.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in values.items())
+        raise ValueError(f"parameters must have broadcastable shapes, got {shapes}") from None
+
+
+# name -> (lower bound, inclusive?) ; theta and psi are periodic and only need to be finite.
+def check_values(values: dict, lower: dict) -> None:
+    """Raise if a parameter is NaN/inf or below its lower bound. Skipped while compiling."""
+    if torch.compiler.is_compiling():
+        return
+    for name, v in values.items():
+        if not isinstance(v, torch.Tensor) or v.numel() == 0:
+            continue
+        vd = v.detach()
+        finite = torch.isfinite(vd)
+        if not bool(finite.all()):
+            bad = vd[~finite].flatten()[0].item()
+            raise ValueError(f"{name} must be finite, got {bad}")
+        if name in lower:
+            bound, inclusive = lower[name]
+            below = vd < bound if inclusive else vd <= bound
+            if bool(below.any()):
+                bad = vd[below].flatten()[0].item()
+                op = ">=" if inclusive else ">"
+                raise ValueError(f"{name} must be {op} {bound}, got {bad}")
+
+
+def names_subset(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
+    """A subset of PARAM_NAMES given as names, "all" or "none"."""
+    if isinstance(value, str):
+        if value == "all":
+            return PARAM_NAMES
+        if value == "none":
+            return ()
+        value = (value,)
+    chosen = tuple(value)
+    unknown = [v for v in chosen if v not in PARAM_NAMES]
+    if unknown:
+        raise ValueError(f"{name} must name parameters among {PARAM_NAMES} (or 'all'/'none'), got {unknown}")
+    return tuple(n for n in PARAM_NAMES if n in chosen)

@@ -1,0 +1,97 @@
+"""Shared test set-up: hypothesis profiles, generated Gabor parameters, and two guards.
+
+Profiles: ``dev`` (default, fast) and ``ci`` (chosen when the ``CI`` environment variable is set,
+or with ``HYPOTHESIS_PROFILE=ci``). Under ``ci`` the gradient tests generate well over 10,000
+cases in total; the session prints how many gradient cases ran (``.ci/run`` checks the figure).
+
+Guards: under ``GABORLAYER_STRICT_SKIPS=1`` (set by ``make test``) a skipped test fails, unless
+it is marked ``gpu`` (needs a CUDA device, which CI never has) -- so nothing, the Triton path
+included, is skipped by accident.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=400, deadline=None, derandomize=False, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+
+
+def scaled(n: int) -> int:
+    """``max_examples`` for a test: ``n`` under the ci profile, a tenth of it (at least 10) under dev."""
+    return n if PROFILE == "ci" else max(10, n // 10)
+
+
+# -- generated parameters -----------------------------------------------------------------
+def _floats(lo, hi):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+RANGES = {
+    "theta": (-60.0, 60.0),  # far outside [0, 2 pi): the periodic wrap is part of the contract
+    "sigma": (0.4, 8.0),
+    "lambd": (1.0, 24.0),
+    "gamma": (0.2, 3.0),
+    "psi": (-20.0, 20.0),
+}
+
+
+@st.composite
+def gabor_params(draw, n_max: int = 4, dtype=torch.float64, ranges=None):
+    """Five tensors of shape ``(N,)`` with values in ``RANGES`` (or the given ranges)."""
+    ranges = {**RANGES, **(ranges or {})}
+    n = draw(st.integers(1, n_max))
+    return tuple(torch.tensor(draw(st.lists(_floats(*ranges[k]), min_size=n, max_size=n)), dtype=dtype)
+                 for k in ("theta", "sigma", "lambd", "gamma", "psi"))
+
+
+kernel_sizes = st.tuples(st.integers(1, 9), st.integers(1, 9))  # odd, even and rectangular
+
+
+# -- counting gradient cases ----------------------------------------------------------------
+class _Counter:
+    def __init__(self):
+        self.total = 0
+
+    def add(self, n: int = 1) -> None:
+        self.total += n
+
+
+_GRADIENT_CASES = _Counter()
+
+
+@pytest.fixture(scope="session")
+def gradient_cases() -> _Counter:
+    """Call ``gradient_cases.add()`` once per generated case checked against numerical derivatives."""
+    return _GRADIENT_CASES
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"gaborlayer: {_GRADIENT_CASES.total} gradient cases checked against numerical "
+                                f"derivatives (hypothesis profile {PROFILE})")
+
+
+# -- no accidental skips ---------------------------------------------------------------------
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; may skip where there is none")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    strict = os.environ.get("GABORLAYER_STRICT_SKIPS") == "1"
+    if strict and report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("gpu") is None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped outside a GPU test under GABORLAYER_STRICT_SKIPS=1: {report.longrepr}"
+
+
+PI = math.pi
