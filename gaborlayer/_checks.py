@@ -70,6 +70,20 @@ def broadcast(values: dict) -> list[torch.Tensor]:
         raise ValueError(f"parameters must have broadcastable shapes, got {shapes}") from None
 
 
+def _physical(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under functorch wrappers (vmap, grad, jacrev), whose values can be read.
+
+    Under ``torch.func.vmap`` a parameter is a batched wrapper on which ``bool()`` is data-dependent
+    control flow (an error); the tensor it wraps holds every batch's values and can be checked.
+    """
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is None or not hasattr(functorch, "is_functorch_wrapped_tensor"):
+        return t
+    while functorch.is_functorch_wrapped_tensor(t):
+        t = functorch.get_unwrapped(t)
+    return t
+
+
 # name -> (lower bound, inclusive?) ; theta and psi are periodic and only need to be finite.
 def check_values(values: dict, lower: dict) -> None:
     """Raise if a parameter is NaN/inf or below its lower bound. Skipped while compiling."""
@@ -78,7 +92,7 @@ def check_values(values: dict, lower: dict) -> None:
     for name, v in values.items():
         if not isinstance(v, torch.Tensor) or v.numel() == 0:
             continue
-        vd = v.detach()
+        vd = _physical(v).detach()
         finite = torch.isfinite(vd)
         if not bool(finite.all()):
             bad = vd[~finite].flatten()[0].item()
@@ -100,7 +114,10 @@ def names_subset(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
         if value == "none":
             return ()
         value = (value,)
-    chosen = tuple(value)
+    try:
+        chosen = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be 'all', 'none', a parameter name or a sequence of them, got {value!r}") from None
     unknown = [v for v in chosen if v not in PARAM_NAMES]
     if unknown:
         raise ValueError(f"{name} must name parameters among {PARAM_NAMES} (or 'all'/'none'), got {unknown}")

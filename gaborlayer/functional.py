@@ -14,28 +14,46 @@ from . import _checks
 from ._autograd import GaborKernel2d
 from ._reference import gabor_kernel2d_reference
 
-BACKENDS = ("auto", "torch", "reference")
+BACKENDS = ("auto", "torch", "triton", "reference")
 
 # Allowed ranges of the functional API (the module adds the Nyquist floor lambd >= 2).
 _LOWER_BOUNDS = {"sigma": (0.0, False), "lambd": (0.0, False), "gamma": (0.0, False)}
 
 
 def resolve_backend(backend: str, device: torch.device | None = None) -> str:
-    """The concrete backend for ``backend`` on ``device``: ``"torch"`` or ``"reference"``.
+    """The concrete backend for ``backend`` on ``device``: ``"torch"``, ``"triton"`` or ``"reference"``.
 
-    ``"auto"`` picks the analytic ``torch.autograd.Function``.
+    ``"auto"`` picks ``"triton"`` (the ``torch.ops.gaborlayer.gabor_bank`` op, Triton kernels)
+    for CUDA tensors when triton imports, else ``"torch"`` (the analytic
+    ``torch.autograd.Function``). ``"triton"`` never falls back: it raises ``RuntimeError``
+    saying why when triton does not import or the tensors are not on CUDA (CPU tensors run it
+    only under the Triton interpreter, ``TRITON_INTERPRET=1``). With ``device=None`` only the
+    name (and, for ``"triton"``, the import) is checked.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return "torch" if backend == "auto" else backend
+    from . import _triton  # light: imports triton only when asked below
+
+    device_type = None if device is None else torch.device(device).type
+    if backend == "auto":
+        usable = device_type == "cuda" and not _triton.unavailable_reason(device_type)
+        return "triton" if usable else "torch"
+    if backend == "triton":
+        reason = _triton.unavailable_reason(device_type)
+        if reason:
+            raise RuntimeError(reason)
+    return backend
 
 
 def _bank(theta, sigma, lambd, gamma, psi, kh: int, kw: int, *, zero_mean: bool = False, backend: str = "auto"):
     """Bank ``(*S, kh, kw)`` from parameters of one shape ``S``, with no input checks."""
     shape = theta.shape
     flat = [p.reshape(-1) for p in (theta, sigma, lambd, gamma, psi)]
-    if resolve_backend(backend, theta.device) == "reference":
+    resolved = resolve_backend(backend, theta.device)
+    if resolved == "reference":
         build = gabor_kernel2d_reference
+    elif resolved == "triton":
+        build = torch.ops.gaborlayer.gabor_bank  # registered by resolve_backend (gaborlayer._ops)
     else:
         build = GaborKernel2d.apply
     bank = build(*flat, kh, kw)
@@ -122,10 +140,14 @@ def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:
     """The unique equivalent ``(theta, psi)`` with ``theta`` in ``[0, pi)`` and ``psi`` in ``(-pi, pi]``.
 
     Uses ``K(theta + pi, psi) = K(theta, -psi)`` and the ``2 pi`` periods of both angles; the
-    other three parameters are unchanged by it.
+    other three parameters are unchanged by it. ``pi`` is the parameters' dtype's ``pi`` (in
+    float32 that is 3.1415927, a little above the real pi). Angles already in range are returned
+    unchanged (so canonicalizing twice changes nothing); the others are reduced through
+    ``atan2(sin, cos)``, whose argument reduction is exact, so even a huge theta or psi keeps its
+    kernel (``theta - k * pi`` in floating point would not).
 
     Args:
-        theta, psi: tensors (or floats) of broadcastable shapes.
+        theta, psi: tensors (or floats) of broadcastable shapes, finite.
 
     Returns:
         ``(theta, psi)`` broadcast to one shape.
@@ -135,15 +157,18 @@ def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:
         >>> round(t.item(), 4), round(p.item(), 4)
         (2.3562, -0.5)
     """
-    theta, psi = _checks.broadcast(dict(zip(("theta", "psi"), _checks.as_param_tensors({"theta": theta, "psi": psi}))))
-    half_turns = torch.floor(theta / math.pi)
-    theta_c = theta - half_turns * math.pi
-    # Rounding can land exactly on pi (or just below 0): fold once more.
+    values = dict(zip(("theta", "psi"), _checks.as_param_tensors({"theta": theta, "psi": psi})))
+    _checks.check_values(values, {})
+    theta, psi = _checks.broadcast(values)
+    # (-pi, pi], with exact argument reduction; an angle already there is kept bit for bit.
+    theta = torch.where((theta > -math.pi) & (theta <= math.pi), theta, torch.atan2(torch.sin(theta), torch.cos(theta)))
+    psi = torch.where((psi > -math.pi) & (psi <= math.pi), psi, torch.atan2(torch.sin(psi), torch.cos(psi)))
+    # Fold theta into [0, pi), flipping psi once per half turn. theta + pi can round up to pi.
+    under = theta < 0
+    theta_c = torch.where(under, theta + math.pi, theta)
     over = theta_c >= math.pi
     theta_c = torch.where(over, theta_c - math.pi, theta_c)
-    under = theta_c < 0
-    theta_c = torch.where(under, theta_c + math.pi, theta_c)
-    odd = (torch.remainder(half_turns, 2) == 1) ^ over ^ under
-    psi = torch.where(odd, -psi, psi)
-    psi_c = math.pi - torch.remainder(math.pi - psi, 2 * math.pi)
+    psi = torch.where(under ^ over, -psi, psi)
+    # atan2 may return -pi (and -(pi) is -pi): that end belongs to +pi.
+    psi_c = torch.where(psi <= -math.pi, psi + 2 * math.pi, psi)
     return theta_c, psi_c

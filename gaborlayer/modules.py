@@ -80,8 +80,12 @@ class GaborConv2d(nn.Module):
         - Output: ``(B, C_out, H_out, W_out)`` or ``(C_out, H_out, W_out)``, as ``nn.Conv2d``.
 
     In eval mode, when no gradient is needed, the bank is built once and cached; the cache is
-    keyed on the parameters' version counters, so an optimiser step, ``load_state_dict`` or
-    ``.to()`` rebuilds it.
+    keyed on the parameters' version counters and storages, so an optimiser step,
+    ``load_state_dict``, ``.to()`` or ``param.data = ...`` rebuilds it. Writes that bypass the
+    version counter (in place through ``param.data``) are not seen: write under
+    ``torch.no_grad()`` instead, or call ``.train()``/``.eval()``, which drop the cache.
+    Half-precision parameters (``.half()``, ``.bfloat16()``) build the bank in float32 and round
+    it, so only the convolution runs in half precision, as with ``nn.Conv2d.half()``.
 
     Example:
         >>> conv = GaborConv2d(3, 16, 7, padding=3)
@@ -156,7 +160,8 @@ class GaborConv2d(nn.Module):
         tensors = dict(zip(given, _checks.as_param_tensors(given, dtype=torch.float64, device="cpu")))
         for name, t in tensors.items():
             try:
-                tensors[name] = torch.broadcast_to(t, shape).clone()
+                # Detached: an init value with autograd history would make the module un-deepcopy-able.
+                tensors[name] = torch.broadcast_to(t.detach(), shape).clone()
             except RuntimeError:
                 raise ValueError(f"{name} must be broadcastable to (out_channels, in_channels // groups) = "
                                  f"{tuple(shape)}, got shape {tuple(t.shape)}") from None
@@ -202,21 +207,42 @@ class GaborConv2d(nn.Module):
         return [getattr(self, _STORAGE[n][0]) for n in PARAM_NAMES]
 
     def _build_weight(self) -> torch.Tensor:
-        params = [self._constrained(n) for n in PARAM_NAMES]
-        return _bank(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+        stored = self._stored()
+        # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
+        # build in float32 and round the bank, as a half nn.Conv2d holds a rounded weight.
+        compute = torch.promote_types(stored[0].dtype, torch.float32)
+        params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(PARAM_NAMES, stored)]
+        bank = _bank(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+        return bank.to(stored[0].dtype)
+
+    def _cacheable(self, stored: list[torch.Tensor]) -> bool:
+        """Whether the bank may come from the cache: eval mode, no graph to build, plain tensors."""
+        if self.training or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return False  # functorch's wrapped tensors (vmap, grad) have no storage to key on
+        if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
+            return False
+        return not any(t.is_inference() for t in stored)  # inference tensors have no version counter
 
     @property
     def weight(self) -> torch.Tensor:
         """The Gabor bank ``(out_channels, in_channels // groups, kh, kw)``, as ``nn.Conv2d.weight``."""
         stored = self._stored()
-        needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in stored)
-        if self.training or needs_graph or torch.compiler.is_compiling():
+        if not self._cacheable(stored):
             return self._build_weight()
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in stored)
+        key = [(t.data_ptr(), t._version, t.dtype, t.device, t.shape, t.stride()) for t in stored]
+        key.append((self.kernel_size, self.zero_mean, self.backend))
         if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                self._cache = (key, self._build_weight())
+            # Not an inference tensor, so the bank can also serve a later forward that needs grad
+            # for the input only. (In this order: inference_mode(False) turns grad mode back on.)
+            with torch.inference_mode(False), torch.no_grad():
+                # The detached aliases keep the keyed storages alive, so no new tensor can be
+                # allocated at a cached data_ptr (a param.data = ... or functional_call would).
+                self._cache = (key, self._build_weight(), [t.detach() for t in stored])
         return self._cache[1]
+
+    def train(self, mode: bool = True):
+        self._cache = None  # frees the bank, and refreshes it after writes no version counter saw
+        return super().train(mode)
 
     # -- forward ---------------------------------------------------------------------------
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -248,8 +274,9 @@ class GaborConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        # The nn.Conv2d part is formatted exactly as nn.Conv2d formats it (strings unquoted).
         if self.padding != (0, 0):
-            s += f", padding={self.padding!r}"
+            s += f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
@@ -257,7 +284,7 @@ class GaborConv2d(nn.Module):
         if self.bias is None:
             s += ", bias=False"
         if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode!r}"
+            s += f", padding_mode={self.padding_mode}"
         if self.learn != PARAM_NAMES:
             s += f", learn={self.learn}"
         if self.zero_mean:

@@ -54,6 +54,33 @@ def gabor_params(draw, n_max: int = 4, dtype=torch.float64, ranges=None):
 
 
 kernel_sizes = st.tuples(st.integers(1, 9), st.integers(1, 9))  # odd, even and rectangular
+odd_kernel_sizes = st.tuples(st.integers(0, 6), st.integers(0, 6)).map(lambda t: (2 * t[0] + 1, 2 * t[1] + 1))
+square_kernel_sizes = st.integers(1, 11)
+float_dtypes = st.sampled_from([torch.float32, torch.float64])
+
+
+def log_uniform(lo: float, hi: float):
+    """Positive floats spread evenly over the decades from ``lo`` to ``hi``, ends included."""
+    return st.one_of(st.sampled_from([lo, hi]), _floats(math.log10(lo), math.log10(hi)).map(lambda e: 10.0 ** e))
+
+
+def angles(huge: float = 1e30):
+    """Angles in radians: moderate, huge (up to ``huge``), and exact multiples of pi/2 (fold edges)."""
+    return st.one_of(_floats(-60.0, 60.0), _floats(-huge, huge),
+                     st.integers(-64, 64).map(lambda k: k * math.pi / 2),
+                     st.sampled_from([math.pi, -math.pi, 2 * math.pi, math.nextafter(math.pi, 0.0),
+                                      math.nextafter(-math.pi, 0.0), -1e-30, 1e-30, 0.0, -0.0]))
+
+
+# The valid range at its extremes: what the no-NaN/inf contract of gabor_kernel2d is tested over.
+EXTREME_RANGES = {"sigma": (1e-30, 1e30), "lambd": (1e-3, 1e30), "gamma": (1e-30, 1e30)}
+
+
+@st.composite
+def extreme_params(draw):
+    """One set of five python floats, each positive parameter log-uniform over its extreme range."""
+    return (draw(angles()), *(draw(log_uniform(*EXTREME_RANGES[k])) for k in ("sigma", "lambd", "gamma")),
+            draw(_floats(-1e6, 1e6)))
 
 
 # -- counting gradient cases ----------------------------------------------------------------
