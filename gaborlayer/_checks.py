@@ -117,7 +117,8 @@ def names_subset(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
     try:
         chosen = tuple(value)
     except TypeError:
-        raise TypeError(f"{name} must be 'all', 'none', a parameter name or a sequence of them, got {value!r}") from None
+        raise TypeError(f"{name} must be 'all', 'none', a parameter name or a sequence of them, "
+                        f"got {value!r}") from None
     unknown = [v for v in chosen if v not in PARAM_NAMES]
     if unknown:
         raise ValueError(f"{name} must name parameters among {PARAM_NAMES} (or 'all'/'none'), got {unknown}")

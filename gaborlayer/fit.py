@@ -56,7 +56,6 @@ _DTYPE = torch.float64
 _EXACT = 1e-12  # relative loss below which a start is an exact fit: no other start can beat it
 # Fixed values must be finite and above these bounds (theta and psi: any finite value).
 # Coarse-grid sizes over [0, pi) (doubled over [0, 2 pi) when psi is fixed), wavelength, width, aspect.
-_NOPEAK = False
 _GRID = {"theta": 24, "lambd": 8, "sigma": 3, "gamma": (0.6, 1.2)}
 _FIXED_LOWER = {"sigma": 0.0, "lambd": 0.0, "gamma": 0.0}
 _INIT_LOWER = {"sigma": 0.0, "lambd": LAMBD_FLOOR, "gamma": 0.0}
@@ -277,7 +276,7 @@ def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n
     size = tuple(target.shape)
     psi_fixed = "psi" in fixed
     theta_period = 2 * math.pi if psi_fixed else math.pi
-    axes = _grid_axes(size, fixed, None if _NOPEAK else _spectrum_peak(target), offset, theta_period)
+    axes = _grid_axes(size, fixed, _spectrum_peak(target), offset, theta_period)
     mesh = torch.meshgrid(axes["theta"], axes["sigma"], axes["lambd"], axes["gamma"], indexing="ij")
     theta, sigma, lambd, gamma = (m.reshape(-1) for m in mesh)
     t = target.reshape(-1).to(torch.float32)
@@ -311,21 +310,17 @@ def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n
     score = torch.cat(scores).to(_DTYPE)
     psi = torch.cat(psis)
     # Non-maximum suppression in (theta, lambd): keep distinct basins, not neighbours of one.
-    order = torch.argsort(score)
-    step_theta = 2.5 * math.pi / _GRID["theta"]
+    open_ = torch.isfinite(score)
     chosen: list[int] = []
-    for idx in order.tolist():
-        if len(chosen) == n_keep:
+    for _ in range(n_keep):
+        if not bool(open_.any()):
             break
-        near = False
-        for j in chosen:
-            d_theta = abs(theta[idx].item() - theta[j].item()) % theta_period
-            d_theta = min(d_theta, theta_period - d_theta)
-            if d_theta < step_theta and abs(math.log(lambd[idx].item() / lambd[j].item())) < 0.3:
-                near = True
-                break
-        if not near:
-            chosen.append(idx)
+        idx = int(torch.where(open_, score, math.inf).argmin())
+        chosen.append(idx)
+        d_theta = torch.remainder(theta - theta[idx], theta_period)
+        d_theta = torch.minimum(d_theta, theta_period - d_theta)
+        near = (d_theta < 2.5 * math.pi / _GRID["theta"]) & (torch.log(lambd / lambd[idx]).abs() < 0.3)
+        open_ &= ~near
     return [np.array([theta[i].item(), sigma[i].item(), lambd[i].item(), gamma[i].item(), psi[i].item()])
             for i in chosen]
 

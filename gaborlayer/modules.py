@@ -65,6 +65,14 @@ class GaborConv2d(nn.Module):
     ``sigma = exp(log_sigma) > 0``, ``gamma = exp(log_gamma) > 0``,
     ``lambd = 2 + exp(log_lambd_excess) > 2`` pixels (Nyquist); theta and psi are free.
 
+    In eval mode, when no gradient is needed, the bank is built once and cached; the cache is
+    keyed on the parameters' version counters and storages, so an optimiser step,
+    ``load_state_dict``, ``.to()`` or ``param.data = ...`` rebuilds it. Writes that bypass the
+    version counter (in place through ``param.data``) are not seen: write under
+    ``torch.no_grad()`` instead, or call ``.train()``/``.eval()``, which drop the cache.
+    Half-precision parameters (``.half()``, ``.bfloat16()``) build the bank in float32 and round
+    it, so only the convolution runs in half precision, as with ``nn.Conv2d.half()``.
+
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
         padding_mode, device, dtype: as in :class:`torch.nn.Conv2d`.
@@ -78,14 +86,6 @@ class GaborConv2d(nn.Module):
     Shape:
         - Input: ``(B, C_in, H, W)`` or ``(C_in, H, W)``
         - Output: ``(B, C_out, H_out, W_out)`` or ``(C_out, H_out, W_out)``, as ``nn.Conv2d``.
-
-    In eval mode, when no gradient is needed, the bank is built once and cached; the cache is
-    keyed on the parameters' version counters and storages, so an optimiser step,
-    ``load_state_dict``, ``.to()`` or ``param.data = ...`` rebuilds it. Writes that bypass the
-    version counter (in place through ``param.data``) are not seen: write under
-    ``torch.no_grad()`` instead, or call ``.train()``/``.eval()``, which drop the cache.
-    Half-precision parameters (``.half()``, ``.bfloat16()``) build the bank in float32 and round
-    it, so only the convolution runs in half precision, as with ``nn.Conv2d.half()``.
 
     Example:
         >>> conv = GaborConv2d(3, 16, 7, padding=3)

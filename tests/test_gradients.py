@@ -82,7 +82,7 @@ def _bank_fn(size, zero_mean=False):
     return lambda *p: gabor_kernel2d(*p, size, zero_mean=zero_mean)
 
 
-@settings(max_examples=scaled(1600))
+@settings(max_examples=scaled(1400))
 @given(params=gabor_params(), size=kernel_sizes)
 def test_gradcheck(params, size, gradient_cases):
     leaves = [p.requires_grad_() for p in params]
@@ -90,7 +90,7 @@ def test_gradcheck(params, size, gradient_cases):
     gradient_cases.add()
 
 
-@settings(max_examples=scaled(800))
+@settings(max_examples=scaled(500))
 @given(params=gabor_params(n_max=3), size=kernel_sizes)
 def test_gradgradcheck(params, size, gradient_cases):
     leaves = [p.requires_grad_() for p in params]
@@ -99,7 +99,7 @@ def test_gradgradcheck(params, size, gradient_cases):
 
 
 # (d) the same with zero_mean=True --------------------------------------------------------------
-@settings(max_examples=scaled(1200))
+@settings(max_examples=scaled(2000))
 @given(params=gabor_params(), size=kernel_sizes, seed=seeds)
 def test_zero_mean_gradients_match_central_differences(params, size, seed, gradient_cases):
     weight = random_weight(seed, (params[0].shape[0], *size))
@@ -110,7 +110,7 @@ def test_zero_mean_gradients_match_central_differences(params, size, seed, gradi
     gradient_cases.add()
 
 
-@settings(max_examples=scaled(400))
+@settings(max_examples=scaled(200))
 @given(params=gabor_params(n_max=2), size=kernel_sizes)
 def test_zero_mean_gradgradcheck(params, size, gradient_cases):
     leaves = [p.requires_grad_() for p in params]
@@ -119,7 +119,7 @@ def test_zero_mean_gradgradcheck(params, size, gradient_cases):
 
 
 # (e) only some parameters require grad (the needs_input_grad paths) --------------------------
-@settings(max_examples=scaled(1500))
+@settings(max_examples=scaled(1700))
 @given(params=gabor_params(), size=kernel_sizes, seed=seeds, zero_mean=st.booleans(),
        mask=st.lists(st.booleans(), min_size=5, max_size=5))
 def test_gradients_of_a_subset(params, size, seed, zero_mean, mask, gradient_cases):
@@ -162,7 +162,7 @@ def broadcast_params(draw):
     return params, (a, b)
 
 
-@settings(max_examples=scaled(1500))
+@settings(max_examples=scaled(1200))
 @given(case=broadcast_params(), size=kernel_sizes, seed=seeds)
 def test_broadcast_gradients_are_reduced(case, size, seed, gradient_cases):
     params, batch = case

@@ -115,13 +115,12 @@ def _gabor_bank_bwd_kernel(
         theta_ptr, sigma_ptr, lambd_ptr, gamma_ptr, psi_ptr, rows, row_ok)
     grad_rows = grad_ptr + rows.to(tl.int64)[:, None] * stride_gn
     # Six sums over the taps, one value per filter (names follow _autograd.GaborKernel2d.backward).
-    zero = sigma * 0.0
-    sum_cos_ab = zero
-    sum_cos_r2 = zero
-    sum_cos_b2 = zero
-    sum_sin = zero
-    sum_sin_x = zero
-    sum_sin_y = zero
+    sum_cos_ab = tl.zeros_like(sigma)
+    sum_cos_r2 = tl.zeros_like(sigma)
+    sum_cos_b2 = tl.zeros_like(sigma)
+    sum_sin = tl.zeros_like(sigma)
+    sum_sin_x = tl.zeros_like(sigma)
+    sum_sin_y = tl.zeros_like(sigma)
     for start in range(0, KH * KW, BLOCK_T):
         taps = start + tl.arange(0, BLOCK_T)
         x_rot, y_rot, a, b, envelope, phase = _terms(taps, cos_t, sin_t, sigma, lambd, gamma, psi, two_pi, KH, KW)
@@ -157,10 +156,12 @@ def _gabor_bank_bwd_kernel(
 INTERPRETED = not isinstance(_gabor_bank_fwd_kernel, JITFunction)
 """Whether the kernels were built by the Triton interpreter (``TRITON_INTERPRET=1`` at import)."""
 
-# Elements (filters x taps) per program. On a GPU: the forward's block, and the backward's six
-# running sums with their terms, stay in registers. The interpreter pays per operation, not per
-# element, so it gets blocks 16x bigger (the tap axis still loops in chunks of MAX_BLOCK_T).
-FORWARD_BLOCK = 2048 * (16 if INTERPRETED else 1)
+# Elements (filters x taps) per program, 8 per thread at 4 warps: ptxas (sm_90, float32) gives
+# the forward ~105 registers and the backward (six running sums) ~130, with no spills; twice that
+# runs out of registers. A GPU session may retune these (benchmarks/bench_triton.py --sweep).
+# The interpreter pays per operation, not per element, so it gets blocks 16x bigger (the tap axis
+# still loops in chunks of MAX_BLOCK_T, so CI covers the loop).
+FORWARD_BLOCK = 1024 * (16 if INTERPRETED else 1)
 BACKWARD_BLOCK = 1024 * (16 if INTERPRETED else 1)
 
 
