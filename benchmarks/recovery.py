@@ -40,7 +40,8 @@ import torch
 
 from gaborlayer import fit_kernel, fit_response, gabor_conv2d
 from gaborlayer.fit import (IDENTIFIABLE, PARAM_NAMES, _bounds, _normal_equations, _Quadratic, _refine,
-                            _same_padding, _single_threaded_blas, add_noise, is_recovered, recovery_error, sample_params)
+                            _same_padding, _single_threaded_blas, add_noise, is_recovered, recovery_error,
+                            sample_params)
 from gaborlayer.functional import _bank
 
 SIZES = (9, 12, 15, 21)
@@ -137,53 +138,61 @@ def run_lbfgs_from_init(case: dict, objective: _Quadratic):
 
 
 # -- SGD and Adam, one batch per kernel size ----------------------------------------------------------
-def run_first_order(cases: list[dict], objectives: list[_Quadratic], optimiser: str, lr: float, steps: int):
-    """Final parameters ``(len(cases), 5)`` of SGD or Adam from each case's init."""
+def run_first_order(cases: list[dict], objectives: list[_Quadratic], optimiser: str, lrs, steps: int):
+    """Final parameters ``(len(cases), 5)`` of SGD or Adam from each case's init; ``lrs[i]`` is the
+    learning rate of case ``i`` (so a learning-rate sweep is one batch too)."""
+    lrs = torch.as_tensor(lrs, dtype=torch.float64).expand(len(cases))
     out = torch.empty(len(cases), 5, dtype=torch.float64)
     for size in SIZES:
         idx = [i for i, c in enumerate(cases) if c["size"] == size]
-        for lo in range(0, len(idx), 64):
-            chunk = idx[lo:lo + 64]
+        for lo in range(0, len(idx), 128):
+            chunk = idx[lo:lo + 128]
             out[chunk] = _first_order_group([cases[i] for i in chunk], [objectives[i] for i in chunk],
-                                            optimiser, lr, steps, size)
+                                            optimiser, lrs[chunk], steps, size)
     return out
 
 
-def _first_order_group(cases, objectives, optimiser, lr, steps, size):
-    start = {k: torch.tensor([{**c["init"], **c["fixed"]}[k] for c in cases], dtype=torch.float64)
-             for k in PARAM_NAMES}
-    raw = {"theta": start["theta"], "sigma": start["sigma"].log(), "lambd": (start["lambd"] - 2).log(),
-           "gamma": start["gamma"].log(), "psi": start["psi"]}
-    free = [k for k in PARAM_NAMES if k not in cases[0]["fixed"]]
-    leaves = {k: raw[k].clone().requires_grad_(k in free) for k in PARAM_NAMES}
-    opt_cls = torch.optim.SGD if optimiser == "sgd" else torch.optim.Adam
-    opt = opt_cls([leaves[k] for k in free], lr=lr)
+def _first_order_group(cases, objectives, optimiser, lrs, steps, size, betas=(0.9, 0.999), eps=1e-8):
+    """``torch.optim.SGD`` (no momentum) or ``torch.optim.Adam`` (defaults), written out so that
+    every case (row) has its own learning rate; the rows are independent problems."""
+    start = torch.tensor([[{**c["init"], **c["fixed"]}[k] for k in PARAM_NAMES] for c in cases], dtype=torch.float64)
+    # GaborConv2d's storage: theta, log sigma, log(lambd - 2), log gamma, psi.
+    z = torch.stack([start[:, 0], start[:, 1].log(), (start[:, 2] - 2).log(), start[:, 3].log(), start[:, 4]], 1)
+    free = torch.tensor([k not in cases[0]["fixed"] for k in PARAM_NAMES], dtype=torch.float64)
+    norm = torch.tensor([o.c for o in objectives], dtype=torch.float64)
     if objectives[0].gram is None:
         target = torch.stack([o.b for o in objectives])
-        norm = torch.tensor([o.c for o in objectives], dtype=torch.float64)
 
         def losses(k):
             return (k - target).square().sum(-1) / norm
     else:
         gram = torch.stack([o.gram for o in objectives])
         rhs = torch.stack([o.b for o in objectives])
-        norm = torch.tensor([o.c for o in objectives], dtype=torch.float64)
 
         def losses(k):
             quad = (torch.einsum("np,npq->nq", k, gram) * k).sum(-1)
             return (quad - 2 * (k * rhs).sum(-1) + norm) / norm
 
-    def natural():
-        return (leaves["theta"], leaves["sigma"].exp(), 2 + leaves["lambd"].exp(), leaves["gamma"].exp(),
-                leaves["psi"])
+    def natural(z):
+        return z[:, 0], z[:, 1].exp(), 2 + z[:, 2].exp(), z[:, 3].exp(), z[:, 4]
 
-    for _ in range(steps):
-        opt.zero_grad()
-        k = _bank(*natural(), size, size).reshape(len(cases), -1)
-        losses(k).nan_to_num(0.0).sum().backward()
-        opt.step()
-    with torch.no_grad():
-        return torch.stack(natural(), dim=1)
+    m = torch.zeros_like(z)
+    v = torch.zeros_like(z)
+    lr = lrs[:, None]
+    for t in range(1, steps + 1):
+        z.requires_grad_(True)
+        loss = losses(_bank(*natural(z), size, size).reshape(len(cases), -1)).nan_to_num(0.0).sum()
+        (g,) = torch.autograd.grad(loss, z)
+        g = g.nan_to_num(0.0) * free
+        with torch.no_grad():
+            if optimiser == "sgd":
+                z = z - lr * g
+            else:
+                m = betas[0] * m + (1 - betas[0]) * g
+                v = betas[1] * v + (1 - betas[1]) * g * g
+                m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+                z = z - lr * m_hat / (v_hat.sqrt() + eps)
+    return torch.stack(natural(z.detach()), dim=1)
 
 
 def successes(params, cases) -> torch.Tensor:
@@ -200,11 +209,12 @@ def successes(params, cases) -> torch.Tensor:
 
 
 def calibrate(cases, objectives, optimiser, lrs, steps):
-    """The learning rate with the most successes on ``cases`` (ties: the smaller rate)."""
-    scores = [(int(successes(run_first_order(cases, objectives, optimiser, lr, steps), cases).sum()), -lr)
-              for lr in lrs]
-    best = max(scores)
-    return -best[1]
+    """The learning rate with the most successes on ``cases`` (ties: the smaller rate); one batch."""
+    n = len(cases)
+    rates = torch.tensor(lrs, dtype=torch.float64).repeat_interleave(n)
+    ok = successes(run_first_order(cases * len(lrs), objectives * len(lrs), optimiser, rates, steps), cases * len(lrs))
+    counts = ok.reshape(len(lrs), n).sum(1).tolist()
+    return max(zip(counts, [-lr for lr in lrs]))[1] * -1
 
 
 def theta_error_max(params: list[dict], cases) -> float:

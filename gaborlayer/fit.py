@@ -76,11 +76,13 @@ class GaborFit:
         size: the kernel size ``(kh, kw)``.
         history: the optimisation record of the winning start: a dict of 1-D float64 tensors
             ``"theta"``, ``"sigma"``, ``"lambd"``, ``"gamma"``, ``"psi"``, ``"loss"`` over its
-            iterations (raw iterates, not canonicalised, so ``theta`` is continuous). For a batch, a
-            list of ``N`` such dicts.
-        starts: every refined start in the order tried, each a dict like ``history`` plus
-            ``"origin"`` (``"init"``, ``"spectrum+grid"`` or ``"response"``). For a batch, a list
-            of ``N`` lists.
+            L-BFGS-B iterations, first entry the start (raw iterates, not canonicalised, so
+            ``theta`` is continuous), plus ``"origin"``. Along one record the loss never rises.
+            For a batch, a list of ``N`` such dicts.
+        starts: every refined start, the winner first, each a dict like ``history``. ``"origin"``
+            is ``"init"`` or ``"spectrum+grid"`` (refined on the kernel loss; for
+            :func:`fit_response` that of the least-squares kernel) or ``"response"`` (a polish on
+            the response loss, where ``history`` comes from). For a batch, a list of ``N`` lists.
         seconds: wall time of the fit.
     """
 
@@ -195,7 +197,6 @@ def _refine(objective: _Quadratic, start: np.ndarray, free: list[int], bounds: l
 
     Returns the final parameters, the final loss and the record of iterates.
     """
-    scale = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
     natural = start.astype(np.float64).copy()
 
     def to_z(p):
@@ -211,7 +212,7 @@ def _refine(objective: _Quadratic, start: np.ndarray, free: list[int], bounds: l
         p = to_params(z)
         loss, grad = objective.value_and_grad(p)
         chain = np.array([grad[i] * (p[i] if _LOG[i] else 1.0) for i in free])
-        return loss, chain * scale[free]
+        return loss, chain
 
     record = [np.append(natural, objective.value_and_grad(natural)[0])]
 
@@ -255,13 +256,16 @@ def _grid_axes(size, fixed: dict, peak, offset: float, theta_period: float):
     span = max(size)
     n_theta = _GRID["theta"] if theta_period == math.pi else 2 * _GRID["theta"]
     axes = {"theta": (torch.arange(n_theta, dtype=_DTYPE) + offset) * (theta_period / n_theta)}
-    lambd_hi = max(2.0 * LAMBD_FLOOR, 1.2 * span)
-    axes["lambd"] = torch.exp(torch.linspace(math.log(LAMBD_FLOOR), math.log(lambd_hi), _GRID["lambd"], dtype=_DTYPE))
-    axes["sigma"] = torch.exp(torch.linspace(math.log(1.0), math.log(max(1.5, span / 2.5)), _GRID["sigma"], dtype=_DTYPE))
+    def geometric(lo, hi, n):
+        return torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=_DTYPE))
+
+    axes["lambd"] = geometric(LAMBD_FLOOR, max(2.0 * LAMBD_FLOOR, 1.2 * span), _GRID["lambd"])
+    axes["sigma"] = geometric(1.0, max(1.5, span / 2.5), _GRID["sigma"])
     axes["gamma"] = torch.tensor(_GRID["gamma"], dtype=_DTYPE)
     if peak is not None:
         theta_p, lambd_p = peak
-        axes["theta"] = torch.cat([axes["theta"], torch.tensor([theta_p % theta_period, (theta_p + math.pi) % theta_period])])
+        extra = torch.tensor([theta_p, theta_p + math.pi], dtype=_DTYPE) % theta_period
+        axes["theta"] = torch.cat([axes["theta"], extra])
         if lambd_p >= LAMBD_FLOOR:
             axes["lambd"] = torch.cat([axes["lambd"], torch.tensor([lambd_p], dtype=_DTYPE)])
     for name, value in fixed.items():
@@ -377,13 +381,15 @@ def _fit_one(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dic
 
 def _as_history(record: np.ndarray) -> dict[str, torch.Tensor]:
     t = torch.as_tensor(record, dtype=_DTYPE)
-    return {name: t[:, i] for i, name in enumerate((*PARAM_NAMES, "loss"))}
+    history = {name: t[:, i] for i, name in enumerate((*PARAM_NAMES, "loss"))}
+    history["loss"] = history["loss"].clamp_min(0)  # the Gram form rounds an exact fit to about -1e-15
+    return history
 
 
 def _package(results, size, batched: bool, seconds: float) -> GaborFit:
     params = torch.tensor(np.stack([r[0] for r in results]), dtype=_DTYPE)
     theta, psi = canonicalize(params[:, 0], params[:, 4])
-    loss = torch.tensor([r[1] for r in results], dtype=_DTYPE)
+    loss = torch.tensor([r[1] for r in results], dtype=_DTYPE).clamp_min(0)
     values = [theta, params[:, 1], params[:, 2], params[:, 3], psi, loss]
     starts = [[{**_as_history(t["record"]), "origin": t["origin"]} for t in r[2]] for r in results]
     history = [s[0] for s in starts]
@@ -405,8 +411,9 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         kernel: target ``(kh, kw)`` or a batch ``(N, kh, kw)``, real, finite, each at least
             ``3 x 3`` and not all zero. Any float dtype; the fit runs in float64 on the CPU.
         init: starting values for some parameters, e.g. ``{"theta": -math.pi / 4}``; they seed
-            one start among several (the result does not depend on it). Ranges: sigma > 0,
-            lambd >= 2, gamma > 0.
+            one start among several (the others come from the search; the result does not
+            depend on the init). Parameters it leaves out are taken from the best grid point.
+            Floats or tensors of shape ``()`` or ``(N,)``; sigma > 0, lambd > 2, gamma > 0.
         fixed: known parameters held at the given values, e.g. every one but ``theta``. Values
             are floats or tensors of shape ``()`` or ``(N,)``; sigma, lambd, gamma > 0.
         seed: offsets the coarse grid (the result does not depend on it either).
