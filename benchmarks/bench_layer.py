@@ -2,7 +2,7 @@
 
     python benchmarks/bench_layer.py                 # full run (CPU, float32)
     python benchmarks/bench_layer.py --quick         # a few repeats: a smoke test for CI
-    python benchmarks/bench_layer.py --threads 1 --breakdown
+    python benchmarks/bench_layer.py --threads 1 --clock cpu --breakdown   # stable on a busy machine
     python benchmarks/bench_layer.py --device cuda   # same table on a GPU
 
 For each layer shape, every variant runs the same two workloads:
@@ -78,8 +78,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def make_timer(device: torch.device):
-    """A clock that waits for queued device work before reading the time."""
+def make_timer(device: torch.device, clock: str = "wall"):
+    """A clock that waits for queued device work before reading the time.
+
+    ``clock="cpu"`` reads the process's CPU time instead of the wall clock: on a shared machine it
+    does not count the time the process waits for a core, so with ``--threads 1`` it is a stable
+    measure of the work done (with more threads it sums the threads' CPU time).
+    """
+    if clock == "cpu":
+        if device.type == "cuda":
+            raise ValueError("--clock cpu measures host CPU time; use the wall clock on a GPU")
+        return time.process_time
     if device.type == "cuda":
         def now():
             torch.cuda.synchronize(device)
@@ -187,6 +196,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per workload (default 60, quick 5)")
     parser.add_argument("--loss", default="weighted", choices=["weighted", "sum"],
                         help="training loss: (out * fixed random R).sum() or out.sum()")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="wall clock, or process CPU time (robust on a busy machine with --threads 1)")
     parser.add_argument("--breakdown", action="store_true", help="also time GaborConv2d's bank build and backward")
     args = parser.parse_args(argv)
 
@@ -194,17 +205,20 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench_layer: --device cuda given but CUDA is not available", file=sys.stderr)
         return 2
+    if args.clock == "cpu" and device.type == "cuda":
+        parser.error("--clock cpu measures host CPU time; use the wall clock with --device cuda")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     repeats = args.repeats or (5 if args.quick else 60)
     warmup = 2 if args.quick else 8
     inner = 10 if device.type == "cuda" else 1  # GPU calls are short: time several per sample
-    now = make_timer(device)
+    now = make_timer(device, args.clock)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"# bench_layer: {datetime.date.today().isoformat()}, torch {torch.__version__}, "
           f"{where}, {torch.get_num_threads()} threads, device {device}, {args.dtype}, loss {args.loss}, "
+          f"{args.clock} clock, "
           f"{repeats} rounds (median of paired ratios, [q1, q3]){' [quick]' if args.quick else ''}")
     if _gabornet is None:
         print("# gabornet: not importable, skipped (gabornet 0.2.0 requires torch < 2.0)")

@@ -10,9 +10,10 @@ depend on the start:
    ``sin psi``) given the rest, so it is solved for, not searched. The best few distinct
    candidates are kept.
 2. **Refinement.** Each candidate (and the caller's ``init``, if any) is refined by
-   ``scipy.optimize.minimize(method="L-BFGS-B")`` in unconstrained coordinates
-   (``log sigma``, ``log lambd``, ``log gamma``), with the loss and its gradient from the analytic
-   :class:`~gaborlayer._autograd.GaborKernel2d` in float64. The line search never accepts a step
+   ``scipy.optimize.minimize(method="L-BFGS-B")`` in the coordinates ``theta``, ``log sigma``,
+   ``log lambd``, ``log gamma``, ``psi`` (with loose box bounds; ``lambd >= 2``), with the
+   loss and its gradient from the analytic :class:`~gaborlayer._autograd.GaborKernel2d` in
+   float64. The line search never accepts a step
    that raises the loss, so the iterates cannot jump back out of the basin.
 3. **Selection.** The lowest loss wins; its ``(theta, psi)`` are put in canonical form
    (:func:`~gaborlayer.functional.canonicalize`).
@@ -54,9 +55,9 @@ LAMBD_FLOOR = 2.0  # pixels; the search stays above the Nyquist wavelength
 _LOG = (False, True, True, True, False)  # which coordinates are optimised as logarithms
 _DTYPE = torch.float64
 _EXACT = 1e-12  # relative loss below which a start is an exact fit: no other start can beat it
-# Fixed values must be finite and above these bounds (theta and psi: any finite value).
 # Coarse-grid sizes over [0, pi) (doubled over [0, 2 pi) when psi is fixed), wavelength, width, aspect.
 _GRID = {"theta": 24, "lambd": 8, "sigma": 3, "gamma": (0.6, 1.2)}
+# Fixed values must be finite and above these bounds (theta and psi: any finite value).
 _FIXED_LOWER = {"sigma": 0.0, "lambd": 0.0, "gamma": 0.0}
 _INIT_LOWER = {"sigma": 0.0, "lambd": LAMBD_FLOOR, "gamma": 0.0}
 
@@ -619,6 +620,12 @@ def is_recovered(fit: dict | GaborFit, truth: dict, size, *, noisy: bool = False
 
     Returns:
         bool tensor of the parameters' batch shape.
+
+    Example:
+        >>> truth = dict(theta=0.5, sigma=2.0, lambd=5.0, gamma=1.0, psi=0.0)
+        >>> off = dict(truth, theta=0.51)  # 0.57 degrees off, kernel 1.8% off
+        >>> bool(is_recovered(off, truth, 9)), bool(is_recovered(off, truth, 9, noisy=True))
+        (False, True)
     """
     theta_err, rel = recovery_error(fit, truth, size)
     if noisy:

@@ -88,7 +88,7 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
         psi: phase offset in radians (any real value).
         size: kernel size ``int`` or ``(kh, kw)``, each ``>= 1``.
         zero_mean: subtract the multiple of the envelope that makes each kernel sum to zero.
-        backend: ``"auto"``, ``"torch"`` (the analytic autograd Function) or ``"reference"``
+        backend: ``"auto"``, ``"torch"`` (the analytic autograd Function), ``"triton"`` (CUDA, see :func:`resolve_backend`) or ``"reference"``
             (the formula in plain autograd).
 
     Returns:
