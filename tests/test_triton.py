@@ -10,6 +10,7 @@ instead of skipping the Triton path.
 # ruff: noqa: E402  (imports follow the TRITON_INTERPRET set-up)
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -95,7 +96,11 @@ def reference(params, grad, kh, kw):
             # Filters are independent: one forward-mode pass gives dK_n/dp_n for every n.
             tangents = tuple(torch.ones_like(p) if j == k else torch.zeros_like(p) for j, p in enumerate(p64))
             _, d_bank = torch.func.jvp(lambda *p: gabor_kernel2d_reference(*p, kh, kw), tuple(p64), tangents)
-            scales.append((g64.abs() * d_bank.abs()).sum(dim=(-2, -1)))
+            # The quadrature twin's derivative too: where sin(phase) is ~0 (lambd dividing the
+            # taps' x'), dK/dp cancels in float64 but the float32 phase's rounding does not.
+            _, d_twin = torch.func.jvp(lambda *p: gabor_kernel2d_reference(*p[:4], p[4] + math.pi / 2, kh, kw),
+                                       tuple(p64), tangents)
+            scales.append((g64.abs() * (d_bank.abs() + d_twin.abs())).sum(dim=(-2, -1)))
     return bank.detach(), grads, scales
 
 
