@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench docs serve-docs clean
 
 $(VENV)/.installed-$(TORCH_VERSION): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +24,16 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_layer.py
 
+# The documentation site (mkdocs-material + mkdocstrings): the `docs` extra in the same .venv.
+$(VENV)/.installed-docs: $(VENV)/.installed-$(TORCH_VERSION) pyproject.toml
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+serve-docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site

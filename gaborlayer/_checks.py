@@ -106,11 +106,11 @@ def check_values(values: dict, lower: dict) -> None:
                 raise ValueError(f"{name} must be {op} {bound}, got {bad}")
 
 
-def names_subset(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
-    """A subset of PARAM_NAMES given as names, "all" or "none"."""
+def names_subset(value: Sequence[str] | str, name: str, allowed: tuple[str, ...] = PARAM_NAMES) -> tuple[str, ...]:
+    """A subset of ``allowed`` given as names, "all" or "none", in the order of ``allowed``."""
     if isinstance(value, str):
         if value == "all":
-            return PARAM_NAMES
+            return allowed
         if value == "none":
             return ()
         value = (value,)
@@ -119,7 +119,7 @@ def names_subset(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
     except TypeError:
         raise TypeError(f"{name} must be 'all', 'none', a parameter name or a sequence of them, "
                         f"got {value!r}") from None
-    unknown = [v for v in chosen if v not in PARAM_NAMES]
+    unknown = [v for v in chosen if v not in allowed]
     if unknown:
-        raise ValueError(f"{name} must name parameters among {PARAM_NAMES} (or 'all'/'none'), got {unknown}")
-    return tuple(n for n in PARAM_NAMES if n in chosen)
+        raise ValueError(f"{name} must name parameters among {allowed} (or 'all'/'none'), got {unknown}")
+    return tuple(n for n in allowed if n in chosen)

@@ -75,6 +75,8 @@ class GaborFit:
         loss: the final relative loss: ``||K - T||^2 / ||T||^2`` for :func:`fit_kernel`,
             ``||conv(x, K) - y||^2 / ||y||^2`` for :func:`fit_response`.
         size: the kernel size ``(kh, kw)``.
+        amplitude: the fitted gain ``A >= 0`` (the kernel is ``A`` times the unit-peak Gabor
+            filter) when the fit was called with ``amplitude=True``; ones otherwise.
         history: the optimisation record of the winning start: a dict of 1-D float64 tensors
             ``"theta"``, ``"sigma"``, ``"lambd"``, ``"gamma"``, ``"psi"``, ``"loss"`` over its
             L-BFGS-B iterations, first entry the start (raw iterates, not canonicalised, so
@@ -94,6 +96,7 @@ class GaborFit:
     psi: torch.Tensor
     loss: torch.Tensor
     size: tuple[int, int]
+    amplitude: torch.Tensor | None = None
     history: dict | list = field(repr=False, default_factory=dict)
     starts: list = field(repr=False, default_factory=list)
     seconds: float = 0.0
@@ -102,14 +105,19 @@ class GaborFit:
         """The five parameters as a dict (``gabor_kernel2d(**fit.params(), size=fit.size)``)."""
         return {name: getattr(self, name) for name in PARAM_NAMES}
 
+    def __post_init__(self):
+        if self.amplitude is None:
+            self.amplitude = torch.ones_like(self.theta)
+
     def kernel(self) -> torch.Tensor:
-        """The fitted kernel ``(kh, kw)``, or ``(N, kh, kw)`` for a batch, in float64."""
-        return _bank(*self.params().values(), *self.size)
+        """The fitted kernel ``(kh, kw)``, or ``(N, kh, kw)`` for a batch, in float64
+        (times ``amplitude``)."""
+        return self.amplitude[..., None, None] * _bank(*self.params().values(), *self.size)
 
     def __repr__(self) -> str:
         def show(t):
             return f"{t.item():.4f}" if t.dim() == 0 else f"<{tuple(t.shape)}>"
-        body = ", ".join(f"{name}={show(getattr(self, name))}" for name in (*PARAM_NAMES, "loss"))
+        body = ", ".join(f"{name}={show(getattr(self, name))}" for name in (*PARAM_NAMES, "amplitude", "loss"))
         return f"GaborFit({body}, size={self.size})"
 
 
@@ -172,17 +180,34 @@ class _Quadratic:
 
     ``Q = I`` (``gram=None``) gives ``||k - b||^2 / ||b||^2``, the kernel loss; ``Q = A^T A``,
     ``b = A^T y``, ``c = ||y||^2`` give the response loss ``||A k - y||^2 / ||y||^2``.
+    With ``amplitude=True`` the kernel is scaled by its best gain ``a = b^T k / k^T Q k``
+    (variable projection), which leaves ``(c - (b^T k)^2 / k^T Q k) / c``; autograd through
+    that expression is the exact gradient of the projected loss.
     """
 
-    def __init__(self, b: torch.Tensor, c: float, gram: torch.Tensor | None, size: tuple[int, int]):
-        self.b, self.c, self.gram, self.size = b, c, gram, size
+    def __init__(self, b: torch.Tensor, c: float, gram: torch.Tensor | None, size: tuple[int, int],
+                 amplitude: bool = False):
+        self.b, self.c, self.gram, self.size, self.amplitude = b, c, gram, size, amplitude
+
+    def _quad(self, kernels: torch.Tensor) -> torch.Tensor:
+        if self.gram is None:
+            return kernels.square().sum(-1)
+        return ((kernels @ self.gram) * kernels).sum(-1)
 
     def __call__(self, kernels: torch.Tensor) -> torch.Tensor:
         """Losses ``(M,)`` of kernels ``(M, kh*kw)``."""
-        if self.gram is None:
-            return (kernels - self.b).square().sum(-1) / self.c
-        quad = ((kernels @ self.gram) * kernels).sum(-1)
-        return (quad - 2 * kernels @ self.b + self.c) / self.c
+        quad, cross = self._quad(kernels), kernels @ self.b
+        if self.amplitude:  # a kernel that vanishes (quad = 0) explains nothing: loss 1
+            return 1 - cross.square() / (quad.clamp_min(torch.finfo(quad.dtype).tiny) * self.c)
+        return (quad - 2 * cross + self.c) / self.c
+
+    def gain(self, params: np.ndarray) -> float:
+        """The best amplitude for five natural parameters (1 without ``amplitude``)."""
+        if not self.amplitude:
+            return 1.0
+        kernel = GaborKernel2d.apply(*torch.tensor(params, dtype=_DTYPE)[:, None], *self.size).reshape(1, -1)
+        quad = self._quad(kernel)[0].item()
+        return (kernel @ self.b)[0].item() / quad if quad > 0 else 0.0
 
     def value_and_grad(self, params: np.ndarray) -> tuple[float, np.ndarray]:
         """Loss and gradient in the five natural parameters, through the analytic Function."""
@@ -295,7 +320,8 @@ def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n
         if psi_fixed:
             psi = fixed["psi"].to(torch.float32).expand(m)
             k = _bank(*args[:3], args[3], psi, *size).reshape(m, -1)
-            scores.append((k.square().sum(-1) - 2 * k @ t + t_sq))
+            kk, kt = k.square().sum(-1), k @ t
+            scores.append(t_sq - kt.square() / kk.clamp_min(1e-30) if objective.amplitude else kk - 2 * kt + t_sq)
             psis.append(psi.to(_DTYPE))
             continue
         pair = _bank(*(a.repeat(2) for a in args),
@@ -303,6 +329,14 @@ def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n
         c, s = pair[0], pair[1]
         cc, ss, cs = c.square().sum(-1), s.square().sum(-1), (c * s).sum(-1)
         ct, st = c @ t, s @ t
+        if objective.amplitude:
+            # Free gain: A K(psi) = alpha C + beta S is linear in (alpha, beta) = A (cos psi, -sin psi),
+            # a 2 x 2 least-squares problem per candidate (C and S are independent for lambd > 2).
+            det = (cc * ss - cs.square()).clamp_min(1e-30)
+            alpha, beta = (ss * ct - cs * st) / det, (cc * st - cs * ct) / det
+            scores.append(t_sq - alpha * ct - beta * st)
+            psis.append(torch.atan2(-beta, alpha).to(_DTYPE))
+            continue
         # Unit amplitude: loss(psi) = cc cos^2 + ss sin^2 - 2 cs cos sin - 2 (ct cos - st sin) + |t|^2,
         # minimised over a fine psi grid (cheap: five numbers per candidate).
         grid = torch.linspace(-math.pi, math.pi, 73)[:-1]
@@ -353,10 +387,11 @@ def _fit_one(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dic
     # Lowest starting loss first: an exact fit ends the search, so a good init saves time.
     first_loss = [objective.value_and_grad(s)[0] for _, s in starts]
     starts = [starts[j] for j in np.argsort(first_loss, kind="stable")]
+    final = polish or objective
     if not free:
         p = starts[0][1]
-        loss = (polish or objective).value_and_grad(p)[0]
-        return p, loss, [{"origin": starts[0][0], "record": np.append(p, loss)[None]}]
+        loss = final.value_and_grad(p)[0]
+        return p, loss, [{"origin": starts[0][0], "record": np.append(p, loss)[None]}], final.gain(p)
     tried = []
     best = None
     for origin, start in starts:
@@ -377,7 +412,7 @@ def _fit_one(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dic
                 best = (params, loss, len(tried) - 1)
     params, loss, index = best
     tried.insert(0, tried.pop(index))  # the winner first
-    return params, loss, tried
+    return params, loss, tried, final.gain(params)
 
 
 def _as_history(record: np.ndarray) -> dict[str, torch.Tensor]:
@@ -389,19 +424,21 @@ def _as_history(record: np.ndarray) -> dict[str, torch.Tensor]:
 
 def _package(results, size, batched: bool, seconds: float) -> GaborFit:
     params = torch.tensor(np.stack([r[0] for r in results]), dtype=_DTYPE)
-    theta, psi = canonicalize(params[:, 0], params[:, 4])
+    gain = torch.tensor([r[3] for r in results], dtype=_DTYPE)
+    # A negative gain is a positive one with psi + pi.
+    theta, psi = canonicalize(params[:, 0], params[:, 4] + math.pi * (gain < 0))
     loss = torch.tensor([r[1] for r in results], dtype=_DTYPE).clamp_min(0)
-    values = [theta, params[:, 1], params[:, 2], params[:, 3], psi, loss]
+    values = [theta, params[:, 1], params[:, 2], params[:, 3], psi, loss, gain.abs()]
     starts = [[{**_as_history(t["record"]), "origin": t["origin"]} for t in r[2]] for r in results]
     history = [s[0] for s in starts]
     if not batched:
         values = [v[0] for v in values]
         starts, history = starts[0], history[0]
-    return GaborFit(*values, size=size, history=history, starts=starts, seconds=seconds)
+    return GaborFit(*values[:6], size=size, amplitude=values[6], history=history, starts=starts, seconds=seconds)
 
 
 def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | None = None,
-               seed: int = 0) -> GaborFit:
+               seed: int = 0, amplitude: bool = False) -> GaborFit:
     """Recover the five Gabor parameters of a target kernel, independently of the start.
 
     Minimises the relative loss ``||K(theta, sigma, lambd, gamma, psi) - T||^2 / ||T||^2`` by a
@@ -418,11 +455,15 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         fixed: known parameters held at the given values, e.g. every one but ``theta``. Values
             are floats or tensors of shape ``()`` or ``(N,)``; sigma, lambd, gamma > 0.
         seed: offsets the coarse grid (the result does not depend on it either).
+        amplitude: also fit a gain ``A >= 0``, minimising ``||A K - T||^2 / ||T||^2`` (``A`` is
+            solved in closed form for every candidate, so the search is no harder). Use it for
+            targets of arbitrary scale, such as a trained convolution's weights.
 
     Returns:
         :class:`GaborFit` with parameters of shape ``()`` (or ``(N,)`` for a batch), ``theta``
         in ``[0, pi)`` and ``psi`` in ``(-pi, pi]``. Free wavelengths are searched in
-        ``[2, 8 max(kh, kw)]`` pixels.
+        ``[2, 8 max(kh, kw)]`` pixels. ``1 - loss`` is the fraction of each target's energy
+        that the fitted filter explains.
 
     Example:
         >>> import math, torch
@@ -431,6 +472,9 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         >>> fit = fit_kernel(target, init={"theta": -math.pi / 4})
         >>> round(math.degrees(fit.theta.item()), 3), round(fit.lambd.item(), 3)
         (45.0, 6.0)
+        >>> scaled = fit_kernel(-0.2 * target, amplitude=True)   # a gain, and a sign as psi + pi
+        >>> round(scaled.amplitude.item(), 3), round(scaled.psi.item(), 3)
+        (0.2, 3.142)
     """
     t0 = time.perf_counter()
     if not isinstance(kernel, torch.Tensor):
@@ -454,7 +498,7 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
     results = []
     with _single_threaded_blas():
         for i in range(n):
-            objective = _Quadratic(targets[i].reshape(-1), float(norms[i]), None, (kh, kw))
+            objective = _Quadratic(targets[i].reshape(-1), float(norms[i]), None, (kh, kw), amplitude)
             results.append(_fit_one(targets[i], objective, {k: v[i].item() for k, v in fixed_t.items()},
                                     {k: v[i].item() for k, v in init_t.items()}, seed, n_keep=4))
     return _package(results, (kh, kw), batched, time.perf_counter() - t0)
@@ -474,7 +518,7 @@ def _normal_equations(x: torch.Tensor, y: torch.Tensor, kh: int, kw: int, pads):
 
 
 def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same", init: dict | None = None,
-                 fixed: dict | None = None, seed: int = 0) -> GaborFit:
+                 fixed: dict | None = None, seed: int = 0, amplitude: bool = False) -> GaborFit:
     """Recover the single Gabor filter that maps images ``x`` to responses ``y``.
 
     Solves for the Gabor kernel ``K`` minimising ``||F.conv2d(x, K, padding=padding) - y||^2``:
@@ -488,7 +532,7 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
             ``kernel_size`` and ``padding`` (stride 1, dilation 1).
         kernel_size: ``int`` or ``(kh, kw)``, each ``>= 3``.
         padding: ``"same"``, ``"valid"``, or non-negative ``int`` / ``(ph, pw)``, as ``F.conv2d``.
-        init, fixed, seed: as in :func:`fit_kernel` (scalars only).
+        init, fixed, seed, amplitude: as in :func:`fit_kernel` (scalars only).
 
     Returns:
         :class:`GaborFit`; ``loss`` is ``||conv(x, K) - y||^2 / ||y||^2``.
@@ -541,8 +585,8 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
     p = kh * kw
     ridge = 1e-8 * float(torch.diagonal(gram).mean()) + 1e-300
     estimate = torch.linalg.solve(gram + ridge * torch.eye(p, dtype=_DTYPE), rhs).reshape(kh, kw)
-    kernel_loss = _Quadratic(estimate.reshape(-1), float(estimate.square().sum()) or 1.0, None, (kh, kw))
-    response_loss = _Quadratic(rhs, y_sq, gram, (kh, kw))
+    kernel_loss = _Quadratic(estimate.reshape(-1), float(estimate.square().sum()) or 1.0, None, (kh, kw), amplitude)
+    response_loss = _Quadratic(rhs, y_sq, gram, (kh, kw), amplitude)
     with _single_threaded_blas():
         result = _fit_one(estimate, kernel_loss, {k: v[0].item() for k, v in fixed_t.items()},
                           {k: v[0].item() for k, v in init_t.items()}, seed, n_keep=4, polish=response_loss)

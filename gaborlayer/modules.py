@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks
+from .fit import GaborFit, fit_kernel
 from .functional import _bank, resolve_backend
 
 PARAM_NAMES = _checks.PARAM_NAMES
@@ -21,6 +22,7 @@ _STORAGE = {
     "lambd": ("log_lambd_excess", lambda v: torch.log(v - LAMBD_FLOOR), lambda r: LAMBD_FLOOR + torch.exp(r)),
     "gamma": ("log_gamma", torch.log, torch.exp),
     "psi": ("psi", lambda v: v, lambda r: r),
+    "amplitude": ("amplitude", lambda v: v, lambda r: r),
 }
 # Allowed initial values (lower bound, inclusive?).
 _INIT_BOUNDS = {"sigma": (0.0, False), "gamma": (0.0, False), "lambd": (LAMBD_FLOOR, False)}
@@ -79,6 +81,10 @@ class GaborConv2d(nn.Module):
         theta, sigma, lambd, gamma, psi: initial values (float or tensor broadcastable to
             ``(out_channels, in_channels // groups)``); ``None`` takes the classic bank
             (:func:`classic_bank`). Ranges: sigma > 0, gamma > 0, lambd > 2.
+        amplitude: ``None`` (default): every filter peaks at 1, five parameters per filter. A
+            float or tensor (broadcastable as above; ``True`` means 1.0): a sixth, free
+            parameter ``amplitude`` scales each filter, as a trained conv's filters are scaled
+            (:meth:`from_conv2d` fits it).
         learn: the parameters that learn (names, ``"all"`` or ``"none"``); the rest are buffers.
         zero_mean: remove each kernel's DC response (Morlet-style, see :func:`gabor_kernel2d`).
         backend: bank backend, see :func:`gaborlayer.functional.resolve_backend`.
@@ -97,7 +103,7 @@ class GaborConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 theta=None, sigma=None, lambd=None, gamma=None, psi=None, learn="all",
+                 theta=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
                  zero_mean: bool = False, backend: str = "auto"):
         super().__init__()
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
@@ -125,12 +131,18 @@ class GaborConv2d(nn.Module):
         resolve_backend(backend)
         self.backend = backend
         self.zero_mean = bool(zero_mean)
-        self.learn = _checks.names_subset(learn, "learn")
+        if amplitude is True:
+            amplitude = 1.0
+        elif amplitude is False:
+            amplitude = None
+        self.has_amplitude = amplitude is not None
+        self.learn = _checks.names_subset(learn, "learn", self._names())
 
         shape = (self.out_channels, self.in_channels // self.groups)
         factory = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
-        self._init_values = self._check_init(dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi), shape)
-        for name in PARAM_NAMES:
+        self._init_values = self._check_init(dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi,
+                                                  amplitude=amplitude), shape)
+        for name in self._names():
             stored, _, _ = _STORAGE[name]
             tensor = torch.empty(shape, **factory)
             if name in self.learn:
@@ -142,6 +154,10 @@ class GaborConv2d(nn.Module):
         self.reset_parameters()
 
     # -- construction helpers -------------------------------------------------------------
+    def _names(self) -> tuple[str, ...]:
+        """The per-filter parameters: the five Gabor ones, plus ``amplitude`` when enabled."""
+        return PARAM_NAMES + ("amplitude",) if self.has_amplitude else PARAM_NAMES
+
     def _reversed_padding(self) -> list[int]:
         """F.pad's padding for non-zero padding modes, as nn.Conv2d computes it."""
         if self.padding == "valid":
@@ -174,7 +190,7 @@ class GaborConv2d(nn.Module):
         shape = (self.out_channels, self.in_channels // self.groups)
         values = {**classic_bank(*shape, self.kernel_size, dtype=torch.float64), **self._init_values}
         with torch.no_grad():
-            for name in PARAM_NAMES:
+            for name in self._names():
                 stored, to_stored, _ = _STORAGE[name]
                 target = getattr(self, stored)
                 target.copy_(to_stored(values[name]))
@@ -204,15 +220,17 @@ class GaborConv2d(nn.Module):
         return self._constrained("gamma")
 
     def _stored(self) -> list[torch.Tensor]:
-        return [getattr(self, _STORAGE[n][0]) for n in PARAM_NAMES]
+        return [getattr(self, _STORAGE[n][0]) for n in self._names()]
 
     def _build_weight(self) -> torch.Tensor:
         stored = self._stored()
         # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
         # build in float32 and round the bank, as a half nn.Conv2d holds a rounded weight.
         compute = torch.promote_types(stored[0].dtype, torch.float32)
-        params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(PARAM_NAMES, stored)]
-        bank = _bank(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+        params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(self._names(), stored)]
+        bank = _bank(*params[:5], *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+        if self.has_amplitude:
+            bank = bank * params[5][..., None, None]
         return bank.to(stored[0].dtype)
 
     def _cacheable(self, stored: list[torch.Tensor]) -> bool:
@@ -267,6 +285,80 @@ class GaborConv2d(nn.Module):
                 conv.bias.copy_(self.bias)
         return conv
 
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, *, amplitude: bool = True, learn="all", backend: str = "auto",
+                    seed: int = 0, return_fit: bool = False):
+        """A GaborConv2d with ``conv``'s configuration, its filters fitted to ``conv``'s weights.
+
+        Every 2-D slice ``conv.weight[o, i]`` is fitted by :func:`~gaborlayer.fit_kernel`
+        (with a gain, unless ``amplitude=False``); the bias is copied. A slice that is all zeros
+        gets amplitude 0. How well the Gabor bank explains the conv is ``1 - fit.loss``, per
+        slice (1: exactly, 0: not at all); learned first-layer filters are often largely
+        Gabor-like, random ones are not.
+
+        Args:
+            conv: an ``nn.Conv2d`` with a kernel of at least ``3 x 3`` and finite weights.
+            amplitude: fit and keep a per-filter gain (see the class). Without it each filter
+                has peak 1 and the fit explains only the filters' shapes at that scale.
+            learn, backend: as in the constructor.
+            seed: the fits' grid offset (see :func:`~gaborlayer.fit_kernel`).
+            return_fit: also return the :class:`~gaborlayer.GaborFit` of the ``N = out_channels *
+                in_channels // groups`` slices, in ``conv.weight``'s row-major order.
+
+        Returns:
+            the GaborConv2d, on ``conv``'s device and dtype; with ``return_fit``, ``(module, fit)``.
+
+        Example:
+            >>> from gaborlayer import gabor_kernel2d
+            >>> conv = nn.Conv2d(1, 2, 5, padding=2)
+            >>> with torch.no_grad():
+            ...     _ = conv.weight.copy_(0.3 * gabor_kernel2d(torch.tensor([0.5, 2.0]), 1.5, 4.0, 1.0, 0.0, 5)[:, None])
+            >>> gabor, fit = GaborConv2d.from_conv2d(conv, return_fit=True)
+            >>> bool((1 - fit.loss).min() > 0.999999), torch.allclose(gabor.weight, conv.weight, atol=1e-6)
+            (True, True)
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+        if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+            raise ValueError("conv is a lazy nn.Conv2d whose weight is not initialised yet: run a forward first")
+        weight = conv.weight.detach()
+        out_c, in_per_group, kh, kw = weight.shape
+        if kh < 3 or kw < 3:
+            raise ValueError(f"conv.kernel_size must be at least (3, 3) to fit Gabor filters, got {(kh, kw)}")
+        if not bool(torch.isfinite(weight).all()):
+            raise ValueError("conv.weight must be finite, got NaN or inf entries")
+        slices = weight.reshape(-1, kh, kw).to("cpu", torch.float64)
+        nonzero = slices.square().sum(dim=(-2, -1)) > 0
+        values = {**{k: v.reshape(-1) for k, v in classic_bank(out_c, in_per_group, (kh, kw),
+                                                                  dtype=torch.float64).items()},
+                  "amplitude": torch.zeros(len(slices), dtype=torch.float64),
+                  "loss": torch.zeros(len(slices), dtype=torch.float64)}
+        fit = None
+        if bool(nonzero.any()):
+            fit = fit_kernel(slices[nonzero], seed=seed, amplitude=amplitude)
+            for name in (*PARAM_NAMES, "amplitude", "loss"):
+                values[name][nonzero] = getattr(fit, name)
+        # The fit allows lambd = 2 exactly (the Nyquist pattern); the module's lambd is > 2.
+        values["lambd"] = values["lambd"].clamp_min(LAMBD_FLOOR * (1 + 1e-6))
+        if not amplitude:
+            values["amplitude"] = None
+        module = cls(conv.in_channels, conv.out_channels, (kh, kw), conv.stride, conv.padding, conv.dilation,
+                     conv.groups, conv.bias is not None, conv.padding_mode, device=weight.device, dtype=weight.dtype,
+                     **{k: None if v is None else v.reshape(out_c, in_per_group)
+                        for k, v in values.items() if k != "loss"},
+                     learn=learn, backend=backend)
+        if conv.bias is not None:
+            with torch.no_grad():
+                module.bias.copy_(conv.bias)
+        if not return_fit:
+            return module
+        history = fit.history if fit is not None else []
+        report = GaborFit(*(values[k] for k in (*PARAM_NAMES, "loss")), size=(kh, kw),
+                          amplitude=values["amplitude"] if amplitude else torch.ones(len(slices), dtype=torch.float64),
+                          history=history, starts=fit.starts if fit is not None else [],
+                          seconds=fit.seconds if fit is not None else 0.0)
+        return module, report
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"] = None
@@ -285,10 +377,71 @@ class GaborConv2d(nn.Module):
             s += ", bias=False"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode}"
-        if self.learn != PARAM_NAMES:
+        if self.has_amplitude:
+            s += ", amplitude=True"
+        if self.learn != self._names():
             s += f", learn={self.learn}"
         if self.zero_mean:
             s += ", zero_mean=True"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
+
+
+def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> dict[str, GaborConv2d]:
+    """Swap chosen ``nn.Conv2d`` layers of ``model`` for GaborConv2d layers, in place.
+
+    Args:
+        model: any ``nn.Module``.
+        which: the layers to swap: a qualified name (``"conv1"``, ``"features.0"``), a list of
+            them, or a predicate ``(name, conv) -> bool`` called on every ``nn.Conv2d`` in
+            ``model``.
+        fit: ``True``: each new layer is :meth:`GaborConv2d.from_conv2d` of the old one (fitted
+            to its weights, gain included); ``False``: a fresh GaborConv2d with the same
+            configuration and the classic initial bank (the old bias is dropped too).
+        **kwargs: passed to :meth:`GaborConv2d.from_conv2d` (``fit=True``) or to the
+            constructor (``fit=False``), e.g. ``learn=`` or ``backend=``.
+
+    Returns:
+        dict mapping each swapped name to its new GaborConv2d (also reachable in ``model``).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 3))
+        >>> swapped = replace_conv2d(model, "0", fit=False)
+        >>> type(model[0]).__name__, list(swapped)
+        ('GaborConv2d', ['0'])
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if callable(which):
+        chosen = [name for name, m in convs.items() if which(name, m)]
+        if not chosen:
+            raise ValueError(f"which matched no nn.Conv2d of the model; its nn.Conv2d layers are {list(convs)}")
+    else:
+        try:
+            chosen = [which] if isinstance(which, str) else list(which)
+        except TypeError:
+            chosen = []
+        if not chosen or not all(isinstance(n, str) for n in chosen):
+            raise TypeError(f"which must be a layer name, a non-empty list of names or a predicate, got {which!r}")
+        missing = [n for n in chosen if n not in convs]
+        if missing:
+            raise ValueError(f"which names {missing}, which are not nn.Conv2d layers of the model; "
+                             f"its nn.Conv2d layers are {list(convs)}")
+    if "" in chosen:
+        raise ValueError("which names the model itself; use GaborConv2d.from_conv2d(model) for a bare nn.Conv2d")
+    swapped = {}
+    for name in chosen:
+        conv = convs[name]
+        if fit:
+            new = GaborConv2d.from_conv2d(conv, **kwargs)
+        else:
+            new = GaborConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                              device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        new.train(conv.training)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, new)
+        swapped[name] = new
+    return swapped

@@ -11,12 +11,16 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import gabor_params, scaled
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gaborlayer import GaborFit, canonicalize, fit_kernel, fit_response, gabor_kernel2d
-from gaborlayer.fit import add_noise, is_recovered, recovery_error, sample_params
+from gaborlayer.fit import _Quadratic, add_noise, is_recovered, recovery_error, sample_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DT = torch.float64
@@ -132,6 +136,60 @@ def test_gaborfit_form_and_monotone_history():
         assert bool((start["loss"][1:] <= start["loss"][:-1] + 1e-12).all()), start["origin"]
     assert {s["origin"] for s in fit.starts} <= {"init", "spectrum+grid"}
     assert "GaborFit(theta=0.7854" in repr(fit)
+
+
+# -- the free gain (amplitude=True) -----------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_fit_kernel_amplitude_recovers_gain_and_sign(seed):
+    g = torch.Generator().manual_seed(200 + seed)
+    size = (9, 13)[seed % 2]
+    truth = {k: v[0].item() for k, v in sample_params(1, size, g).items()}
+    gain = (0.01, -0.3, 7.0, -150.0)[seed]
+    fit = fit_kernel(gain * kernel_of(truth, size), amplitude=True)
+    assert abs(fit.amplitude.item() - abs(gain)) <= 1e-6 * abs(gain) and fit.loss.item() < 1e-12
+    flipped = dict(truth, psi=truth["psi"] + (PI if gain < 0 else 0.0))  # -K(psi) = K(psi + pi)
+    assert bool(is_recovered(fit, flipped, size)), (truth, gain, fit)
+    assert torch.allclose(fit.kernel(), gain * kernel_of(truth, size), atol=1e-7 * abs(gain))
+
+
+def test_without_amplitude_a_scaled_target_is_not_explained():
+    target = 0.05 * kernel_of(QUESTION, 13)
+    plain, scaled = fit_kernel(target), fit_kernel(target, amplitude=True)
+    assert plain.amplitude.item() == 1.0 and scaled.loss.item() < 1e-12 < plain.loss.item()
+    assert "amplitude=" in repr(scaled)
+
+
+def test_fit_response_amplitude(image):
+    x = crop(image, 3)
+    truth = dict(QUESTION, psi=1.1)
+    y = F.conv2d(x, -2.5 * kernel_of(truth, 13)[None, None], padding="same")
+    fit = fit_response(x, y, 13, amplitude=True)
+    assert abs(fit.amplitude.item() - 2.5) < 1e-6 and fit.loss.item() < 1e-10
+    assert bool(is_recovered(fit, dict(truth, psi=truth["psi"] + PI), 13)), fit
+
+
+@settings(max_examples=scaled(200), deadline=None)
+@given(params=gabor_params(n_max=1), size=st.integers(3, 9), response=st.booleans(), data=st.data())
+def test_projected_loss_gradient_against_numerical(gradient_cases, params, size, response, data):
+    """The amplitude-projected loss's gradient (autograd through the analytic Function) against
+    central differences in float64, for the kernel and the response (Gram) forms."""
+    seed = data.draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    gram, target = None, torch.randn(size * size, generator=g, dtype=DT)
+    c = float(target.square().sum())
+    if response:  # b = A^T y, c = ||y||^2, as fit_response builds them
+        a = torch.randn(3 * size * size, size * size, generator=g, dtype=DT)
+        y = torch.randn(3 * size * size, generator=g, dtype=DT)
+        gram, target, c = a.T @ a, a.T @ y, float(y.square().sum())
+    objective = _Quadratic(target, c, gram, (size, size), amplitude=True)
+    p = np.array([t.item() for t in params])
+    loss, grad = objective.value_and_grad(p)
+    assert -1e-12 <= loss <= 1 + 1e-12  # Cauchy-Schwarz: the best gain never does worse than zero
+    h = 1e-6
+    numerical = np.array([(objective.value_and_grad(p + h * e)[0] - objective.value_and_grad(p - h * e)[0]) / (2 * h)
+                          for e in np.eye(5)])
+    np.testing.assert_allclose(grad, numerical, rtol=1e-4, atol=1e-6 * (1 + np.abs(grad).max()))
+    gradient_cases.add()
 
 
 def test_all_parameters_fixed_returns_them():

@@ -244,7 +244,9 @@ def test_no_clamping_gradient_alive_at_the_nyquist_floor():
 def gradient_cases_strategy(draw):
     kwargs, input_shape = draw(conv_configs(max_per_group=2, max_groups=2, max_kernel=4, max_extra=2))
     shape = (kwargs["out_channels"], kwargs["in_channels"] // kwargs["groups"])
-    return (kwargs, input_shape, draw(init_values(shape)), draw(st.booleans()),
+    values = draw(init_values(shape))
+    values["amplitude"] = draw(st.one_of(st.none(), st.floats(-3.0, 3.0)))  # the optional sixth parameter
+    return (kwargs, input_shape, values, draw(st.booleans()),
             draw(st.sampled_from(["auto", "torch", "reference"])), draw(st.booleans()))
 
 
@@ -742,6 +744,10 @@ ERRORS = [
     (dict(learn=("theta", "alpha")), ValueError, r"learn must name parameters among .* got \['alpha'\]"),
     (dict(learn=None), TypeError, r"learn must be 'all', 'none', a parameter name .* got None"),
     (dict(backend="cuda"), ValueError, r"backend must be one of \('auto', .*\), got 'cuda'"),
+    (dict(amplitude=math.inf), ValueError, r"amplitude must be finite, got inf"),
+    (dict(amplitude="big"), TypeError, r"amplitude must be a float or a floating-point tensor, got str"),
+    (dict(learn=("amplitude",)), ValueError, r"learn must name parameters among \('theta', 'sigma', 'lambd', "
+     r"'gamma', 'psi'\) .* got \['amplitude'\]"),
 ]
 
 
