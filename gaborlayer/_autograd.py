@@ -70,8 +70,12 @@ class GaborKernel2d(torch.autograd.Function):
 
         d_theta = d_sigma = d_lambd = d_gamma = d_psi = None
         if need[0]:
-            # dK/dtheta = K * a b (gamma - 1/gamma) - E sin(phase) * 2 pi y'/lambd
-            d_theta = total(g_cos * (a * b)) * (gamma - 1 / gamma) - total(g_sin * y_rot) * (TWO_PI / lambd)
+            # dK/dtheta = K * a b (gamma - 1/gamma) - E sin(phase) * 2 pi y'/lambd, with a b / gamma
+            # summed as a y'/sigma: 1/gamma overflows for a subnormal gamma, y'/sigma (masked) does not.
+            c = torch.where(alive, y_rot / sigma[:, None, None], 0.0)
+            g_cos_a = g_cos * a
+            d_theta = (total(g_cos_a * b) * gamma - total(g_cos_a * c)
+                       - total(g_sin * y_rot) * (TWO_PI / lambd))
         if need[1]:
             # dK/dsigma = K (a^2 + b^2) / sigma
             d_sigma = total(g_cos * (a * a + b * b)) / sigma

@@ -439,6 +439,21 @@ def test_extreme_corners_are_finite(dtype, zero_mean):
     assert not failures
 
 
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("dtype, gamma", [(torch.float32, 1e-39), (torch.float32, 1e-45), (torch.float64, 1e-310)],
+                         ids=str)
+def test_subnormal_gamma_gives_the_finite_theta_gradient(dtype, gamma, backend):
+    """1/gamma overflows for a subnormal gamma (float32 below ~3e-39); the theta gradient must
+    still be the finite value that float64, where that gamma is a normal number, gives."""
+    params = [torch.tensor(v, dtype=dtype) for v in ([0.3, 2.0], [2.0, 1.5], [5.0, 3.0], [gamma, gamma], [0.4, -1.0])]
+    leaves = [p.clone().requires_grad_() for p in params]
+    grads = torch.autograd.grad(gabor_kernel2d(*leaves, (7, 6), backend=backend).sum(), leaves)
+    want = [p.double().requires_grad_() for p in params]
+    expected = torch.autograd.grad(gabor_kernel2d(*want, (7, 6), backend="reference").sum(), want)
+    torch.testing.assert_close(grads[0].double(), expected[0], rtol=1e-5, atol=1e-5)
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+
+
 def test_tiny_sigma_is_a_delta():
     """At the odd-size centre the kernel is cos(psi) and everything else underflows to exactly 0."""
     bank = gabor_kernel2d(torch.tensor(0.3, dtype=torch.float32), 1e-30, 4.0, 1.0, 0.5, 63)

@@ -210,6 +210,20 @@ def test_tiny_sigma_gives_zeros_not_nan(dtype):
         torch.testing.assert_close(g, e)
 
 
+@pytest.mark.parametrize("dtype, gamma", [(torch.float32, 1e-39), (torch.float32, 1e-45), (torch.float64, 1e-310)],
+                         ids=str)
+def test_subnormal_gamma_gives_the_finite_theta_gradient(dtype, gamma):
+    """1/gamma overflows for a subnormal gamma; d_theta must still be the finite float64 value."""
+    params = [torch.tensor(v, dtype=dtype) for v in ([0.3, 2.0], [2.0, 1.5], [5.0, 3.0], [gamma, gamma], [0.4, -1.0])]
+    got = on_device(params, requires_grad=True)
+    bank = gabor_kernel2d(*got, (7, 6), backend="triton")
+    grads = torch.autograd.grad(bank.sum(), got)
+    want = [p.double().requires_grad_() for p in params]
+    expected = torch.autograd.grad(gabor_kernel2d_reference(*want, 7, 6).sum(), want)
+    torch.testing.assert_close(grads[0].double().cpu(), expected[0], rtol=1e-5, atol=1e-5)
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+
+
 def test_zero_mean_matches_torch_backend():
     """zero_mean builds the envelope with lambd = inf through the same op."""
     params = on_device(random_params(6, seed=3), requires_grad=True)

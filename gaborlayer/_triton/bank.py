@@ -114,8 +114,9 @@ def _gabor_bank_bwd_kernel(
     cos_t, sin_t, sigma, lambd, gamma, psi, two_pi = _load_params(
         theta_ptr, sigma_ptr, lambd_ptr, gamma_ptr, psi_ptr, rows, row_ok)
     grad_rows = grad_ptr + rows.to(tl.int64)[:, None] * stride_gn
-    # Six sums over the taps, one value per filter (names follow _autograd.GaborKernel2d.backward).
+    # Seven sums over the taps, one value per filter (names follow _autograd.GaborKernel2d.backward).
     sum_cos_ab = tl.zeros_like(sigma)
+    sum_cos_ac = tl.zeros_like(sigma)
     sum_cos_r2 = tl.zeros_like(sigma)
     sum_cos_b2 = tl.zeros_like(sigma)
     sum_sin = tl.zeros_like(sigma)
@@ -129,6 +130,7 @@ def _gabor_bank_bwd_kernel(
         alive = envelope > 0
         a = tl.where(alive, a, 0.0)
         b = tl.where(alive, b, 0.0)
+        c = tl.where(alive, y_rot / sigma[:, None], 0.0)  # b / gamma, finite for a subnormal gamma
         mask = row_ok[:, None] & (taps < KH * KW)[None, :]
         offsets = (taps // KW).to(tl.int64) * stride_gh + (taps % KW).to(tl.int64) * stride_gw
         grad = tl.load(grad_rows + offsets[None, :], mask=mask, other=0.0).to(sigma.dtype)
@@ -136,12 +138,13 @@ def _gabor_bank_bwd_kernel(
         g_cos = grad_env * tl.cos(phase)
         g_sin = grad_env * tl.sin(phase)
         sum_cos_ab += tl.sum(g_cos * (a * b), axis=1)
+        sum_cos_ac += tl.sum(g_cos * (a * c), axis=1)
         sum_cos_r2 += tl.sum(g_cos * (a * a + b * b), axis=1)
         sum_cos_b2 += tl.sum(g_cos * (b * b), axis=1)
         sum_sin += tl.sum(g_sin, axis=1)
         sum_sin_x += tl.sum(g_sin * x_rot, axis=1)
         sum_sin_y += tl.sum(g_sin * y_rot, axis=1)
-    d_theta = sum_cos_ab * (gamma - 1 / gamma) - sum_sin_y * (two_pi / lambd)
+    d_theta = sum_cos_ab * gamma - sum_cos_ac - sum_sin_y * (two_pi / lambd)
     d_sigma = sum_cos_r2 / sigma
     d_lambd = sum_sin_x * (two_pi / (lambd * lambd))
     d_gamma = -sum_cos_b2 / gamma
@@ -157,7 +160,7 @@ INTERPRETED = not isinstance(_gabor_bank_fwd_kernel, JITFunction)
 """Whether the kernels were built by the Triton interpreter (``TRITON_INTERPRET=1`` at import)."""
 
 # Elements (filters x taps) per program, 8 per thread at 4 warps: ptxas (sm_90, float32) gives
-# the forward ~105 registers and the backward (six running sums) ~130, with no spills; twice that
+# the forward ~105 registers and the backward ~130 (with six running sums; now seven), with no spills; twice that
 # runs out of registers. A GPU session may retune these (benchmarks/bench_triton.py --sweep).
 # The interpreter pays per operation, not per element, so it gets blocks 16x bigger (the tap axis
 # still loops in chunks of MAX_BLOCK_T, so CI covers the loop).
