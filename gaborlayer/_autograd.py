@@ -3,7 +3,7 @@
 Forward saves only the five parameter vectors; backward recomputes the rotated coordinates,
 envelope and phase, so no ``(N, kh, kw)`` intermediate outlives the forward. The backward is
 written in differentiable torch ops, so double backward (gradgradcheck) works through it.
-The derivation of every term is in ``docs/math.md``.
+The derivation of every term is in ``docs/math.md`` (2-D) and ``docs/nd.md`` (1-D and 3-D).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ._reference import sampling_grid
+from ._reference import sampling_grid, sampling_grid1d, sampling_grid3d
 
 TWO_PI = 2 * math.pi
 
@@ -89,3 +89,162 @@ class GaborKernel2d(torch.autograd.Function):
             # dK/dpsi = -E sin(phase)
             d_psi = -total(g_sin)
         return d_theta, d_sigma, d_lambd, d_gamma, d_psi, None, None
+
+
+class QuadratureMagnitude(torch.autograd.Function):
+    """``sqrt(even^2 + odd^2)`` with the gradient ``(even, odd) / magnitude``, and 0 where the
+    magnitude is 0 (the minimum of a norm: 0 is its subgradient there). ``torch.hypot``'s own
+    backward divides by the magnitude and gives NaN at a zero response. Forward by ``hypot``, so
+    tiny responses do not underflow; backward in differentiable ops, so double backward works."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(even, odd):
+        return torch.hypot(even, odd)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs, output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        even, odd, magnitude = ctx.saved_tensors
+        nonzero = magnitude > 0
+        scale = torch.where(nonzero, grad / torch.where(nonzero, magnitude, 1.0), 0.0)
+        return scale * even, scale * odd
+
+
+def _terms1d(sigma, lambd, psi, k):
+    """``a = x/sigma``, the envelope and the phase, each ``(N, k)``."""
+    x = sampling_grid1d(k, sigma.dtype, sigma.device)
+    sigma, lambd, psi = (p[:, None] for p in (sigma, lambd, psi))
+    a = x / sigma
+    envelope = torch.exp(-0.5 * (a * a))
+    phase = TWO_PI * (x / lambd) + psi
+    return x, a, envelope, phase
+
+
+class GaborKernel1d(torch.autograd.Function):
+    """``(sigma, lambd, psi)`` of shape ``(N,)`` -> bank ``(N, k)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(sigma, lambd, psi, k: int):
+        *_, envelope, phase = _terms1d(sigma, lambd, psi, k)
+        return envelope * torch.cos(phase)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        sigma, lambd, psi, k = inputs
+        ctx.save_for_backward(sigma, lambd, psi)
+        ctx.size = k
+
+    @staticmethod
+    def backward(ctx, grad):
+        sigma, lambd, psi = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        x, a, envelope, phase = _terms1d(sigma, lambd, psi, ctx.size)
+        a = torch.where(envelope > 0, a, 0.0)  # as in 2-D: a * a may overflow where E == 0
+        grad_env = grad * envelope
+        g_cos = grad_env * torch.cos(phase)
+        g_sin = grad_env * torch.sin(phase)
+        d_sigma = d_lambd = d_psi = None
+        if need[0]:
+            # dK/dsigma = K a^2 / sigma
+            d_sigma = (g_cos * (a * a)).sum(-1) / sigma
+        if need[1]:
+            # dK/dlambd = E sin(phase) * 2 pi x / lambd^2
+            d_lambd = (g_sin * x).sum(-1) * (TWO_PI / (lambd * lambd))
+        if need[2]:
+            # dK/dpsi = -E sin(phase)
+            d_psi = -g_sin.sum(-1)
+        return d_sigma, d_lambd, d_psi, None
+
+
+def _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw):
+    """Shared intermediates of the 3-D bank, each broadcast to ``(N, kd, kh, kw)``.
+
+    ``x_par = u . r`` is the coordinate along the wave direction
+    ``u = (cos phi cos theta, cos phi sin theta, sin phi)``; ``y_1 = v_1 . r`` and
+    ``y_2 = v_2 . r`` are the coordinates along two unit vectors completing an orthonormal
+    basis, ``v_1 = (-sin theta, cos theta, 0)`` (the 2-D ``y'``) and
+    ``v_2 = (-sin phi cos theta, -sin phi sin theta, cos phi)``, so that
+    ``|r_perp|^2 = y_1^2 + y_2^2`` is a sum of squares (``|r|^2 - x_par^2`` can round below 0).
+    ``y_1`` and ``y_2`` are also ``d x_par / d theta / cos phi`` and ``d x_par / d phi``.
+    """
+    z, y, x = sampling_grid3d(kd, kh, kw, theta.dtype, theta.device)
+    theta, phi, sigma, lambd, gamma, psi = (p[:, None, None, None] for p in (theta, phi, sigma, lambd, gamma, psi))
+    cos_t, sin_t = torch.cos(theta), torch.sin(theta)
+    cos_p, sin_p = torch.cos(phi), torch.sin(phi)
+    in_plane = x * cos_t + y * sin_t  # the 2-D x'
+    x_par = in_plane * cos_p + z * sin_p
+    y_1 = y * cos_t - x * sin_t  # the 2-D y'
+    y_2 = z * cos_p - in_plane * sin_p
+    a = x_par / sigma
+    b_1 = gamma * y_1 / sigma
+    b_2 = gamma * y_2 / sigma
+    envelope = torch.exp(-0.5 * (a * a + b_1 * b_1 + b_2 * b_2))
+    phase = TWO_PI * (x_par / lambd) + psi
+    return x_par, y_1, y_2, a, b_1, b_2, envelope, phase
+
+
+class GaborKernel3d(torch.autograd.Function):
+    """``(theta, phi, sigma, lambd, gamma, psi)`` of shape ``(N,)`` -> bank ``(N, kd, kh, kw)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(theta, phi, sigma, lambd, gamma, psi, kd: int, kh: int, kw: int):
+        *_, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw)
+        return envelope * torch.cos(phase)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        *params, kd, kh, kw = inputs
+        ctx.save_for_backward(*params)
+        ctx.size = (kd, kh, kw)
+
+    @staticmethod
+    def backward(ctx, grad):
+        theta, phi, sigma, lambd, gamma, psi = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        x_par, y_1, y_2, a, b_1, b_2, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, *ctx.size)
+        alive = envelope > 0  # as in 2-D: products of a, b may overflow where E == 0
+        a, b_1, b_2 = (torch.where(alive, t, 0.0) for t in (a, b_1, b_2))
+        grad_env = grad * envelope
+        g_cos = grad_env * torch.cos(phase)  # grad * kernel
+        g_sin = grad_env * torch.sin(phase)
+        sigma_, lambd_ = sigma[:, None, None, None], lambd[:, None, None, None]
+
+        def total(t):
+            return t.sum(dim=(-3, -2, -1))
+
+        def d_angle(y_k, b_k):
+            # dK/dangle for d x_par/d angle = y_k: K a (gamma b_k - y_k/sigma) - E sin(phase) 2 pi y_k/lambd
+            # (the 2-D theta term, with y_k/sigma masked and no 1/gamma; see docs/nd.md)
+            c_k = torch.where(alive, y_k / sigma_, 0.0)
+            g_cos_a = g_cos * a
+            return total(g_cos_a * b_k) * gamma - total(g_cos_a * c_k) - total(g_sin * y_k) * (TWO_PI / lambd)
+
+        d_theta = d_phi = d_sigma = d_lambd = d_gamma = d_psi = None
+        if need[0]:
+            # d x_par/d theta = cos(phi) y_1
+            d_theta = torch.cos(phi) * d_angle(y_1, b_1)
+        if need[1]:
+            # d x_par/d phi = y_2
+            d_phi = d_angle(y_2, b_2)
+        if need[2]:
+            # dK/dsigma = K (a^2 + b_1^2 + b_2^2) / sigma
+            d_sigma = total(g_cos * (a * a + b_1 * b_1 + b_2 * b_2)) / sigma
+        if need[3]:
+            # dK/dlambd = E sin(phase) * 2 pi x_par / lambd^2
+            d_lambd = total(g_sin * x_par) * (TWO_PI / (lambd * lambd))
+        if need[4]:
+            # dK/dgamma = -K (b_1^2 + b_2^2) / gamma
+            d_gamma = -total(g_cos * (b_1 * b_1 + b_2 * b_2)) / gamma
+        if need[5]:
+            # dK/dpsi = -E sin(phase)
+            d_psi = -total(g_sin)
+        return d_theta, d_phi, d_sigma, d_lambd, d_gamma, d_psi, None, None, None

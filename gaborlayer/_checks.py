@@ -11,16 +11,26 @@ from typing import Sequence
 import torch
 
 PARAM_NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
+PARAM_NAMES_1D = ("sigma", "lambd", "psi")
+PARAM_NAMES_3D = ("theta", "phi", "sigma", "lambd", "gamma", "psi")
 
 
 def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as a tuple ``(h, w)``."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return ints(value, name, 2, minimum=minimum)
+
+
+_TUPLE_WORDS = {1: "a 1-tuple", 2: "a pair", 3: "a triple"}
+
+
+def ints(value, name: str, n: int, *, minimum: int = 1) -> tuple[int, ...]:
+    """An int or ``n`` ints (a ``1-tuple``, pair or triple), each >= minimum, as a tuple."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(items) != n or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{name} must be an int or {_TUPLE_WORDS[n]} of ints, got {value!r}")
     if any(v < minimum for v in items):
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
-    return int(items[0]), int(items[1])
+    return tuple(int(v) for v in items)
 
 
 def positive_int(value, name: str) -> int:
@@ -29,6 +39,13 @@ def positive_int(value, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def real(value, name: str) -> float:
+    """A real number (not a bool), as a float."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(value).__name__}")
+    return float(value)
 
 
 def floating_dtype(dtype: torch.dtype | None, name: str = "dtype") -> None:

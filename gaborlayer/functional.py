@@ -1,7 +1,8 @@
-"""The functional API: Gabor banks, Gabor convolution and canonical parameters.
+"""The functional API: Gabor banks, Gabor convolution and canonical parameters, in 1-D, 2-D and 3-D.
 
 One place resolves the backend (:func:`resolve_backend`); every other module builds banks
-through :func:`gabor_kernel2d` or its unchecked twin :func:`_bank`.
+through :func:`gabor_kernel2d` (:func:`gabor_kernel1d`, :func:`gabor_kernel3d`) or its unchecked
+twin :func:`_bank` (:func:`_bank1d`, :func:`_bank3d`).
 """
 from __future__ import annotations
 
@@ -11,16 +12,25 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
-from ._autograd import GaborKernel2d
-from ._reference import gabor_kernel2d_reference
+from ._autograd import GaborKernel1d, GaborKernel2d, GaborKernel3d, QuadratureMagnitude
+from ._reference import gabor_kernel1d_reference, gabor_kernel2d_reference, gabor_kernel3d_reference
 
 BACKENDS = ("auto", "torch", "triton", "reference")
+# What a Gabor convolution returns: the real filter's response, or its quadrature pair's.
+OUTPUTS = ("real", "complex", "magnitude", "quadrature")
 
 # Allowed ranges of the functional API (the module adds the Nyquist floor lambd >= 2).
 _LOWER_BOUNDS = {"sigma": (0.0, False), "lambd": (0.0, False), "gamma": (0.0, False)}
 
+# Why 1-D and 3-D banks have no Triton kernel: measured by benchmarks/bench_nd.py, see docs/nd.md.
+_NO_TRITON_ND = ("backend='triton' has no kernel for {dims}-D banks: there is a Triton kernel for the 2-D bank "
+                 "only. Building a {dims}-D bank (forward and backward) costs {share} of the convolution it "
+                 "feeds at typical sizes (benchmarks/bench_nd.py, docs/nd.md), so a kernel would not pay; "
+                 "use backend='torch' (or 'auto')")
+_ND_SHARE = {1: "about 0.1%", 3: "about 1%"}  # on CPU; measured, docs/nd.md
 
-def resolve_backend(backend: str, device: torch.device | None = None) -> str:
+
+def resolve_backend(backend: str, device: torch.device | None = None, *, dims: int = 2) -> str:
     """The concrete backend for ``backend`` on ``device``: ``"torch"``, ``"triton"`` or ``"reference"``.
 
     ``"auto"`` picks ``"triton"`` (the ``torch.ops.gaborlayer.gabor_bank`` op, Triton kernels)
@@ -29,12 +39,21 @@ def resolve_backend(backend: str, device: torch.device | None = None) -> str:
     saying why when triton does not import or the tensors are not on CUDA (CPU tensors run it
     only under the Triton interpreter, ``TRITON_INTERPRET=1``). With ``device=None`` only the
     name (and, for ``"triton"``, the import) is checked.
+
+    For 1-D and 3-D banks (``dims=1`` or ``3``) there is no Triton kernel: ``"auto"`` is
+    ``"torch"`` on every device and ``"triton"`` raises ``RuntimeError`` saying so.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from . import _triton  # light: imports triton only when asked below
-
+    if dims != 2:
+        if backend == "triton":
+            raise RuntimeError(_NO_TRITON_ND.format(dims=dims, share=_ND_SHARE[dims]))
+        return "reference" if backend == "reference" else "torch"
     device_type = None if device is None else torch.device(device).type
+    if backend in ("torch", "reference") or (backend == "auto" and device_type != "cuda"):
+        return "torch" if backend == "auto" else backend  # without importing _triton (it loads dynamo: ~2 s)
+    from . import _triton
+
     if backend == "auto":
         usable = device_type == "cuda" and not _triton.unavailable_reason(device_type)
         return "triton" if usable else "torch"
@@ -58,14 +77,92 @@ def _bank(theta, sigma, lambd, gamma, psi, kh: int, kw: int, *, zero_mean: bool 
         build = GaborKernel2d.apply
     bank = build(*flat, kh, kw)
     if zero_mean:
-        # Morlet-style DC removal: subtract the multiple of the envelope that makes the sum zero,
-        # so the kernel stays localised (a constant offset would not). The envelope is the same
-        # bank with lambd = inf and psi = 0.
-        envelope = build(flat[0], flat[1], torch.full_like(flat[2], math.inf), flat[3], torch.zeros_like(flat[4]), kh, kw)
-        tiny = torch.finfo(bank.dtype).tiny
-        beta = bank.sum(dim=(-2, -1), keepdim=True) / envelope.sum(dim=(-2, -1), keepdim=True).clamp_min(tiny)
-        bank = bank - beta * envelope
+        bank = _remove_dc(bank, build(*_envelope_params(flat, lambd=2, psi=4), kh, kw), 2)
     return bank.reshape(*shape, kh, kw)
+
+
+def _envelope_params(flat: list, *, lambd: int, psi: int) -> list:
+    """The parameters with ``lambd = inf`` and ``psi = 0``: the bank they build is the envelope."""
+    flat = list(flat)
+    flat[lambd] = torch.full_like(flat[lambd], math.inf)
+    flat[psi] = torch.zeros_like(flat[psi])
+    return flat
+
+
+def _remove_dc(bank: torch.Tensor, envelope: torch.Tensor, dims: int) -> torch.Tensor:
+    """Morlet-style DC removal: subtract the multiple of the envelope that makes each kernel sum
+    to zero, so the kernel stays localised (a constant offset would not)."""
+    axes = tuple(range(-dims, 0))
+    tiny = torch.finfo(bank.dtype).tiny
+    beta = bank.sum(dim=axes, keepdim=True) / envelope.sum(dim=axes, keepdim=True).clamp_min(tiny)
+    return bank - beta * envelope
+
+
+def _bank1d(sigma, lambd, psi, k: int, *, zero_mean: bool = False, backend: str = "auto"):
+    """1-D bank ``(*S, k)`` from parameters of one shape ``S``, with no input checks."""
+    shape = sigma.shape
+    flat = [p.reshape(-1) for p in (sigma, lambd, psi)]
+    resolved = resolve_backend(backend, sigma.device, dims=1)
+    build = gabor_kernel1d_reference if resolved == "reference" else GaborKernel1d.apply
+    bank = build(*flat, k)
+    if zero_mean:
+        bank = _remove_dc(bank, build(*_envelope_params(flat, lambd=1, psi=2), k), 1)
+    return bank.reshape(*shape, k)
+
+
+def _bank3d(theta, phi, sigma, lambd, gamma, psi, kd: int, kh: int, kw: int, *, zero_mean: bool = False,
+            backend: str = "auto"):
+    """3-D bank ``(*S, kd, kh, kw)`` from parameters of one shape ``S``, with no input checks."""
+    shape = theta.shape
+    flat = [p.reshape(-1) for p in (theta, phi, sigma, lambd, gamma, psi)]
+    resolved = resolve_backend(backend, theta.device, dims=3)
+    build = gabor_kernel3d_reference if resolved == "reference" else GaborKernel3d.apply
+    bank = build(*flat, kd, kh, kw)
+    if zero_mean:
+        bank = _remove_dc(bank, build(*_envelope_params(flat, lambd=3, psi=5), kd, kh, kw), 3)
+    return bank.reshape(*shape, kd, kh, kw)
+
+
+def _checked_params(names: tuple[str, ...], args) -> list[torch.Tensor]:
+    """The parameters as tensors of one dtype and device, checked and broadcast to one shape."""
+    values = dict(zip(names, _checks.as_param_tensors(dict(zip(names, args)))))
+    _checks.check_values(values, _LOWER_BOUNDS)
+    return _checks.broadcast(values)
+
+
+def _quadrature_bank(theta, sigma, lambd, gamma, psi, kh: int, kw: int, **kwargs) -> torch.Tensor:
+    """The even/odd pair ``(2, *S, kh, kw)``: phases ``psi`` and ``psi - pi/2``, so that
+    ``even + 1j * odd`` is the complex Gabor filter ``E exp(i phase)``. Unchecked, like ``_bank``."""
+    pair = [torch.stack([p, p]) for p in (theta, sigma, lambd, gamma)]
+    return _bank(*pair, torch.stack([psi, psi - math.pi / 2]), kh, kw, **kwargs)
+
+
+def _check_output(output: str) -> str:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    return output
+
+
+def _pair_bias(bias: torch.Tensor | None, output: str) -> torch.Tensor | None:
+    """The bias of the paired convolution: on the even half for complex / quadrature output;
+    none for magnitude, where it is added after (:func:`_combine`)."""
+    if bias is None or output == "magnitude":
+        return None
+    return torch.cat([bias, torch.zeros_like(bias)])
+
+
+def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None) -> torch.Tensor:
+    """From the paired convolution's output ``(..., 2 C, H, W)`` (even, then odd channels) to the
+    requested output."""
+    if output == "quadrature":
+        return paired
+    even, odd = paired.chunk(2, dim=-3)
+    if output == "complex":
+        if even.dtype not in (torch.float32, torch.float64):  # no complex half: compute in float32
+            even, odd = even.float(), odd.float()
+        return torch.complex(even, odd)
+    magnitude = QuadratureMagnitude.apply(even, odd)
+    return magnitude if bias is None else magnitude + bias.to(magnitude.dtype)[:, None, None]
 
 
 def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
@@ -112,7 +209,8 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
 
 
 def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
-                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto",
+                 output: str = "real") -> torch.Tensor:
     """Convolve ``input`` with the Gabor bank of the given parameters (``F.conv2d`` semantics).
 
     Args:
@@ -120,20 +218,212 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
         theta, sigma, lambd, gamma, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
         kernel_size: ``int`` or ``(kh, kw)``.
         bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv2d`.
+        zero_mean, backend: as in :func:`gabor_kernel2d`.
+        output: ``"real"``: the response of the filters with phase ``psi``. The other modes use
+            each filter's quadrature pair, the even filter (phase ``psi``) and the odd one (phase
+            ``psi - pi/2``), i.e. the complex Gabor filter ``E exp(i phase)``:
+            ``"complex"``: ``even + 1j odd`` (complex64 for half-precision input);
+            ``"magnitude"``: ``|even + 1j odd|`` (the local energy, shift-invariant within the
+            envelope; its gradient at a zero response is 0, never NaN);
+            ``"quadrature"``: both real responses as channels, even ones first. ``bias`` is added
+            to the even response, or to the magnitude.
 
     Returns:
-        ``(B, C_out, H_out, W_out)``, as ``F.conv2d(input, bank, ...)``.
+        ``(B, C_out, H_out, W_out)``, as ``F.conv2d(input, bank, ...)``; ``2 C_out`` channels
+        for ``"quadrature"``.
 
     Example:
         >>> x = torch.randn(2, 3, 16, 16)
         >>> theta = torch.zeros(8, 3)
         >>> gabor_conv2d(x, theta, 2.0, 4.0, 1.0, 0.0, 5, padding="same").shape
         torch.Size([2, 8, 16, 16])
+        >>> gabor_conv2d(x, theta, 2.0, 4.0, 1.0, 0.0, 5, padding="same", output="complex").dtype
+        torch.complex64
     """
+    _check_output(output)
     weight = gabor_kernel2d(theta, sigma, lambd, gamma, psi, kernel_size, zero_mean=zero_mean, backend=backend)
     if weight.dim() != 4:
         raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(weight.shape[:-2])}")
-    return F.conv2d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
+    if output == "real":
+        return F.conv2d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
+    odd_psi = psi - math.pi / 2 if isinstance(psi, torch.Tensor) else _checks.real(psi, "psi") - math.pi / 2
+    odd = gabor_kernel2d(theta, sigma, lambd, gamma, odd_psi, kernel_size, zero_mean=zero_mean, backend=backend)
+    paired = F.conv2d(input, torch.cat([weight, odd]).to(input.dtype), _pair_bias(bias, output), stride, padding,
+                      dilation, groups)
+    return _combine(paired, output, bias if output == "magnitude" else None)
+
+
+def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+    r"""Build a bank of real 1-D Gabor kernels, differentiable in all three parameters.
+
+    .. math::
+        g(x) = \exp\!\Big(-\frac{x^2}{2\sigma^2}\Big) \cos\!\Big(2\pi \frac{x}{\lambda} + \psi\Big)
+
+    Entry ``i`` samples ``x = i - (k-1)/2`` (see ``docs/nd.md``).
+
+    Args:
+        sigma: envelope width in samples, ``> 0``, tensor of shape ``S`` (or a float).
+        lambd: wavelength in samples, ``> 0``, broadcastable with ``S``.
+        psi: phase offset in radians (any real value).
+        size: kernel length ``int`` or ``(k,)``, ``>= 1``.
+        zero_mean: subtract the multiple of the envelope that makes each kernel sum to zero.
+        backend: ``"auto"`` or ``"torch"`` (the analytic autograd Function), ``"reference"`` (the
+            formula in plain autograd). There is no ``"triton"`` kernel in 1-D (it raises; see
+            :func:`resolve_backend`).
+
+    Returns:
+        Tensor of shape ``(*S, k)`` with the parameters' (promoted) dtype and device.
+
+    Example:
+        >>> lambd = torch.tensor([4.0, 8.0, 16.0], requires_grad=True)
+        >>> bank = gabor_kernel1d(2.0 * lambd, lambd, 0.0, 51)
+        >>> bank.shape
+        torch.Size([3, 51])
+        >>> bank.sum().backward(); lambd.grad.shape
+        torch.Size([3])
+    """
+    (k,) = _checks.ints(size, "size", 1)
+    return _bank1d(*_checked_params(_checks.PARAM_NAMES_1D, (sigma, lambd, psi)), k, zero_mean=zero_mean,
+                   backend=backend)
+
+
+def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False,
+                   backend: str = "auto") -> torch.Tensor:
+    r"""Build a bank of real 3-D Gabor kernels, differentiable in all six parameters.
+
+    .. math::
+        g(\mathbf r) = \exp\!\Big(-\frac{x_\parallel^2 + \gamma^2 |\mathbf r_\perp|^2}{2\sigma^2}\Big)
+                       \cos\!\Big(2\pi \frac{x_\parallel}{\lambda} + \psi\Big),\quad
+        x_\parallel = \mathbf u \cdot \mathbf r,\ |\mathbf r_\perp|^2 = |\mathbf r|^2 - x_\parallel^2
+
+    with the wave direction ``u = (cos phi cos theta, cos phi sin theta, sin phi)`` in
+    ``(x, y, z)``: ``theta`` is the azimuth in the x-y plane (the 2-D layer's theta when
+    ``phi = 0``), ``phi`` the elevation towards z. The envelope is symmetric about ``u``, so the
+    two angles fix the filter (see ``docs/nd.md``). The layout is ``nn.Conv3d``'s: index
+    ``(d, i, j)`` samples ``z = d - (kd-1)/2``, ``y = i - (kh-1)/2``, ``x = j - (kw-1)/2``.
+
+    Args:
+        theta: azimuth in radians (any real value), tensor of shape ``S`` (or a float).
+        phi: elevation in radians (any real value), broadcastable with ``S``.
+        sigma: envelope width along ``u`` in voxels, ``> 0``.
+        lambd: wavelength in voxels, ``> 0``.
+        gamma: aspect ratio (the envelope's width across ``u`` is ``sigma / gamma``), ``> 0``.
+        psi: phase offset in radians (any real value).
+        size: kernel size ``int`` or ``(kd, kh, kw)``, each ``>= 1``.
+        zero_mean: subtract the multiple of the envelope that makes each kernel sum to zero.
+        backend: ``"auto"``, ``"torch"`` or ``"reference"``, as :func:`gabor_kernel1d`.
+
+    Returns:
+        Tensor of shape ``(*S, kd, kh, kw)`` with the parameters' (promoted) dtype and device.
+
+    Example:
+        >>> phi = torch.tensor([0.0, 0.5, 1.2], requires_grad=True)
+        >>> bank = gabor_kernel3d(0.3, phi, 2.0, 5.0, 0.5, 0.0, 7)
+        >>> bank.shape
+        torch.Size([3, 7, 7, 7])
+        >>> bank.sum().backward(); phi.grad.shape
+        torch.Size([3])
+    """
+    kd, kh, kw = _checks.ints(size, "size", 3)
+    params = _checked_params(_checks.PARAM_NAMES_3D, (theta, phi, sigma, lambd, gamma, psi))
+    return _bank3d(*params, kd, kh, kw, zero_mean=zero_mean, backend=backend)
+
+
+def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                 zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+    """Convolve ``input`` with the 1-D Gabor bank of the given parameters (``F.conv1d`` semantics).
+
+    Args:
+        input: ``(B, C_in, L)`` or ``(C_in, L)``.
+        sigma, lambd, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
+        kernel_size: ``int`` or ``(k,)``.
+        bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv1d`.
+
+    Returns:
+        ``(B, C_out, L_out)``, as ``F.conv1d(input, bank, ...)``.
+
+    Example:
+        >>> x = torch.randn(2, 1, 100)
+        >>> gabor_conv1d(x, torch.full((4, 1), 3.0), 6.0, 0.0, 15, padding="same").shape
+        torch.Size([2, 4, 100])
+    """
+    weight = gabor_kernel1d(sigma, lambd, psi, kernel_size, zero_mean=zero_mean, backend=backend)
+    if weight.dim() != 3:
+        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(weight.shape[:-1])}")
+    return F.conv1d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
+
+
+def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
+                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+    """Convolve ``input`` with the 3-D Gabor bank of the given parameters (``F.conv3d`` semantics).
+
+    Args:
+        input: ``(B, C_in, D, H, W)`` or ``(C_in, D, H, W)``.
+        theta, phi, sigma, lambd, gamma, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
+        kernel_size: ``int`` or ``(kd, kh, kw)``.
+        bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv3d`.
+
+    Returns:
+        ``(B, C_out, D_out, H_out, W_out)``, as ``F.conv3d(input, bank, ...)``.
+
+    Example:
+        >>> x = torch.randn(1, 2, 8, 8, 8)
+        >>> gabor_conv3d(x, torch.zeros(4, 2), 0.0, 1.5, 4.0, 1.0, 0.0, 5, padding="same").shape
+        torch.Size([1, 4, 8, 8, 8])
+    """
+    weight = gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, kernel_size, zero_mean=zero_mean, backend=backend)
+    if weight.dim() != 5:
+        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(weight.shape[:-3])}")
+    return F.conv3d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
+
+
+def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-height and half-width in pixels of the box around each filter's ``n_sigma`` envelope.
+
+    The envelope's ``n_sigma`` contour is an ellipse with semi-axes ``n_sigma * sigma`` along the
+    wave (x') and ``n_sigma * sigma / gamma`` across it (y'), rotated by theta.
+
+    Args:
+        theta, sigma, gamma: tensors (or floats) of broadcastable shapes ``S``; ``theta=None``
+            takes the worst orientation (the long semi-axis in both directions).
+        n_sigma: the contour, in envelope widths.
+
+    Returns:
+        ``(half_h, half_w)``, each of shape ``S``.
+
+    Example:
+        >>> envelope_extent(0.0, 2.0, 0.5)
+        (tensor(12.), tensor(6.))
+    """
+    sigma, gamma = torch.as_tensor(sigma), torch.as_tensor(gamma)
+    along, across = n_sigma * sigma, n_sigma * sigma / gamma
+    if theta is None:
+        longest = torch.maximum(along, across)
+        return longest, longest
+    theta = torch.as_tensor(theta, dtype=along.dtype)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    return torch.hypot(along * sin, across * cos), torch.hypot(along * cos, across * sin)
+
+
+def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int, int]:
+    """The smallest odd ``(kh, kw)`` whose kernel holds every filter's ``n_sigma`` envelope.
+
+    A kernel of ``k`` taps spans ``k`` pixels, so it holds a half-extent ``e`` when ``k >= 2 e``.
+
+    Args:
+        theta, sigma, gamma: as in :func:`envelope_extent` (``theta=None``: any orientation).
+        n_sigma: the contour that must fit, in envelope widths (3: the envelope is below 1.1%
+            of its peak outside).
+
+    Returns:
+        ``(kh, kw)``, odd ints.
+
+    Example:
+        >>> suggest_kernel_size(0.0, 2.0, 0.5), suggest_kernel_size(None, 2.0, 1.0)
+        ((25, 13), (13, 13))
+    """
+    half_h, half_w = envelope_extent(theta, sigma, gamma, n_sigma)
+    return tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in (half_h, half_w))
 
 
 def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 
 from . import _checks
 from .fit import GaborFit, fit_kernel
-from .functional import _bank, resolve_backend
+from .functional import (_bank, _check_output, _combine, _pair_bias, _quadrature_bank, envelope_extent,
+                         resolve_backend, suggest_kernel_size)
 
 PARAM_NAMES = _checks.PARAM_NAMES
 LAMBD_FLOOR = 2.0  # pixels: a wavelength below 2 samples aliases (Nyquist)
@@ -24,6 +26,16 @@ _STORAGE = {
     "psi": ("psi", lambda v: v, lambda r: r),
     "amplitude": ("amplitude", lambda v: v, lambda r: r),
 }
+# A filter is "cut" when its envelope's EXTENT_SIGMAS-sigma ellipse leaves the kernel, and "near
+# Nyquist" when lambd < NYQUIST_MARGIN * LAMBD_FLOOR: either warns once (GaborTruncationWarning).
+EXTENT_SIGMAS = 3.0
+NYQUIST_MARGIN = 1.1
+
+
+class GaborTruncationWarning(UserWarning):
+    """A filter's envelope is cut off by the kernel, or its wavelength nears the Nyquist floor."""
+
+
 # Allowed initial values (lower bound, inclusive?).
 _INIT_BOUNDS = {"sigma": (0.0, False), "gamma": (0.0, False), "lambd": (LAMBD_FLOOR, False)}
 
@@ -34,8 +46,10 @@ def classic_bank(out_channels: int, in_per_group: int, kernel_size: tuple[int, i
     Output channel ``o`` gets orientation ``pi * (o mod n) / n`` with ``n = min(8, out_channels)``,
     phase ``0`` or ``-pi/2`` (even / odd filter) alternating every ``n`` channels, and a scale
     cycling every ``2n`` channels. Scales are spread geometrically over wavelengths from 2.5 pixels
-    up to half the smaller kernel side, with ``sigma = 0.56 lambd`` (a one-octave bandwidth) and
-    ``gamma = 0.5``. Every input channel of an output channel gets the same filter.
+    up to half the smaller kernel side, with ``sigma = 0.56 lambd`` (a one-octave bandwidth) capped
+    at a sixth of the smaller kernel side, so that the envelope's 3-sigma extent fits the kernel
+    (no :class:`GaborTruncationWarning`), and ``gamma = 1``. Every input channel of an output
+    channel gets the same filter.
 
     Returns:
         dict of five tensors ``(out_channels, in_per_group)``.
@@ -48,9 +62,9 @@ def classic_bank(out_channels: int, in_per_group: int, kernel_size: tuple[int, i
     lambd = lo * (hi / lo) ** (scale / max(n_scales - 1, 1))
     values = {
         "theta": math.pi * (o % n_orient) / n_orient,
-        "sigma": 0.56 * lambd,
+        "sigma": torch.clamp(0.56 * lambd, max=min(kernel_size) / (2 * EXTENT_SIGMAS)),
         "lambd": lambd,
-        "gamma": torch.full_like(o, 0.5),
+        "gamma": torch.ones_like(o),
         "psi": -math.pi / 2 * (torch.div(o, n_orient, rounding_mode="floor") % 2),
     }
     return {k: v[:, None].expand(out_channels, in_per_group).to(dtype=dtype, device=device) for k, v in values.items()}
@@ -86,6 +100,11 @@ class GaborConv2d(nn.Module):
             parameter ``amplitude`` scales each filter, as a trained conv's filters are scaled
             (:meth:`from_conv2d` fits it).
         learn: the parameters that learn (names, ``"all"`` or ``"none"``); the rest are buffers.
+        output: ``"real"`` (default, the drop-in), ``"complex"``, ``"magnitude"`` or
+            ``"quadrature"``: each filter's quadrature pair (phases ``psi`` and ``psi - pi/2``, one
+            set of parameters), combined as in :func:`~gaborlayer.gabor_conv2d`. The pair modes'
+            ``.weight`` holds ``2 * out_channels`` filters, the even ones first; ``"quadrature"``
+            returns ``2 * out_channels`` channels.
         zero_mean: remove each kernel's DC response (Morlet-style, see :func:`gabor_kernel2d`).
         backend: bank backend, see :func:`gaborlayer.functional.resolve_backend`.
 
@@ -104,7 +123,7 @@ class GaborConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
                  theta=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
-                 zero_mean: bool = False, backend: str = "auto"):
+                 zero_mean: bool = False, backend: str = "auto", output: str = "real"):
         super().__init__()
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
         self.out_channels = _checks.positive_int(out_channels, "out_channels")
@@ -131,6 +150,7 @@ class GaborConv2d(nn.Module):
         resolve_backend(backend)
         self.backend = backend
         self.zero_mean = bool(zero_mean)
+        self.output = _check_output(output)
         if amplitude is True:
             amplitude = 1.0
         elif amplitude is False:
@@ -198,6 +218,7 @@ class GaborConv2d(nn.Module):
                 fan_in = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
                 bound = 1 / math.sqrt(fan_in)
                 nn.init.uniform_(self.bias, -bound, bound)
+        self.check_extent()
 
     # -- the constrained parameters ---------------------------------------------------------
     def _constrained(self, name: str) -> torch.Tensor:
@@ -228,10 +249,11 @@ class GaborConv2d(nn.Module):
         # build in float32 and round the bank, as a half nn.Conv2d holds a rounded weight.
         compute = torch.promote_types(stored[0].dtype, torch.float32)
         params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(self._names(), stored)]
-        bank = _bank(*params[:5], *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+        build = _bank if self.output == "real" else _quadrature_bank
+        bank = build(*params[:5], *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
         if self.has_amplitude:
             bank = bank * params[5][..., None, None]
-        return bank.to(stored[0].dtype)
+        return bank.reshape(-1, *bank.shape[-3:]).to(stored[0].dtype)
 
     def _cacheable(self, stored: list[torch.Tensor]) -> bool:
         """Whether the bank may come from the cache: eval mode, no graph to build, plain tensors."""
@@ -243,12 +265,13 @@ class GaborConv2d(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The Gabor bank ``(out_channels, in_channels // groups, kh, kw)``, as ``nn.Conv2d.weight``."""
+        """The Gabor bank ``(out_channels, in_channels // groups, kh, kw)``, as ``nn.Conv2d.weight``
+        (``2 * out_channels`` filters, even then odd, for the quadrature-pair outputs)."""
         stored = self._stored()
         if not self._cacheable(stored):
             return self._build_weight()
         key = [(t.data_ptr(), t._version, t.dtype, t.device, t.shape, t.stride()) for t in stored]
-        key.append((self.kernel_size, self.zero_mean, self.backend))
+        key.append((self.kernel_size, self.zero_mean, self.backend, self.output))
         if self._cache is None or self._cache[0] != key:
             # Not an inference tensor, so the bank can also serve a later forward that needs grad
             # for the input only. (In this order: inference_mode(False) turns grad mode back on.)
@@ -260,7 +283,59 @@ class GaborConv2d(nn.Module):
 
     def train(self, mode: bool = True):
         self._cache = None  # frees the bank, and refreshes it after writes no version counter saw
+        self.check_extent()  # model.train() / model.eval() mark epochs: a cheap moment to look
         return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.check_extent()
+
+    def check_extent(self, warn: bool = True) -> dict:
+        """Look for filters whose envelope the kernel cuts off, or whose wavelength nears Nyquist.
+
+        A filter is cut when the ``3 sigma`` ellipse of its envelope (long axis ``3 sigma /
+        gamma``, rotated by theta) reaches beyond the kernel's edge; it is near Nyquist when
+        ``lambd < 2.2`` pixels (10% above the floor of 2). Called on construction,
+        ``reset_parameters``, ``load_state_dict`` and every ``train()`` / ``eval()``; the first
+        time each kind of problem shows, a :class:`GaborTruncationWarning` names the filter and
+        the numbers (once per module; silence it with :mod:`warnings` filters).
+
+        Returns:
+            dict with ``"cut"`` and ``"near_nyquist"``: boolean tensors ``(out_channels,
+            in_channels // groups)``, and ``"suggested_kernel_size"``: the smallest odd
+            ``(kh, kw)`` that holds every filter's 3-sigma envelope.
+        """
+        if torch.compiler.is_compiling() or self.theta.device.type == "meta":
+            return {}
+        with torch.no_grad():
+            theta, sigma, lambd, gamma = (self._constrained(n).detach().double().cpu()
+                                          for n in ("theta", "sigma", "lambd", "gamma"))
+        half_h, half_w = envelope_extent(theta, sigma, gamma, n_sigma=EXTENT_SIGMAS)
+        kh, kw = self.kernel_size
+        report = {"cut": (half_h > kh / 2) | (half_w > kw / 2), "near_nyquist": lambd < NYQUIST_MARGIN * LAMBD_FLOOR,
+                  "suggested_kernel_size": suggest_kernel_size(theta, sigma, gamma, n_sigma=EXTENT_SIGMAS)}
+        if not warn:
+            return report
+        warned = self.__dict__.setdefault("_warned", set())
+        for kind in ("cut", "near_nyquist"):
+            bad = report[kind]
+            if kind in warned or not bool(bad.any()):
+                continue
+            warned.add(kind)
+            o, i = (int(v) for v in torch.nonzero(bad)[0])
+            where = f"{type(self).__name__}: {int(bad.sum())} of {bad.numel()} filters"
+            if kind == "cut":
+                message = (f"{where} have an envelope cut off by kernel_size={self.kernel_size}, e.g. filter "
+                           f"[{o}, {i}] (theta={theta[o, i]:.3g}, sigma={sigma[o, i]:.3g}, gamma={gamma[o, i]:.3g}) "
+                           f"reaches {2 * half_h[o, i]:.1f} x {2 * half_w[o, i]:.1f} px at {EXTENT_SIGMAS:g} sigma; "
+                           f"kernel_size={report['suggested_kernel_size']} would hold every filter "
+                           f"(gaborlayer.suggest_kernel_size)")
+            else:
+                message = (f"{where} have lambd within {NYQUIST_MARGIN - 1:.0%} of the Nyquist floor "
+                           f"{LAMBD_FLOOR:g} px, e.g. filter [{o}, {i}] with lambd={lambd[o, i]:.4g}: their "
+                           f"oscillation is barely sampled")
+            warnings.warn(message, GaborTruncationWarning, stacklevel=3)
+        return report
 
     # -- forward ---------------------------------------------------------------------------
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -270,19 +345,30 @@ class GaborConv2d(nn.Module):
         return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(input, self.weight, self.bias)
+        if self.output == "real":
+            return self._conv_forward(input, self.weight, self.bias)
+        paired = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
+        return _combine(paired, self.output, self.bias if self.output == "magnitude" else None)
 
     # -- interop ---------------------------------------------------------------------------
     def to_conv2d(self) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` holding the current bank, with the same output."""
+        """A plain ``nn.Conv2d`` holding the current bank, with the same output.
+
+        For ``output="quadrature"`` it has ``2 * out_channels`` channels; ``"complex"`` and
+        ``"magnitude"`` are not a single convolution and raise ``ValueError``.
+        """
+        if self.output not in ("real", "quadrature"):
+            raise ValueError(f"to_conv2d needs output='real' or 'quadrature' (one convolution), got "
+                             f"output={self.output!r}; its quadrature pair is GaborConv2d(..., output='quadrature')")
         weight = self.weight.detach()
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+        bias = None if self.bias is None else _pair_bias(self.bias, "quadrature") if self.output != "real" else self.bias
+        conv = nn.Conv2d(self.in_channels, weight.shape[0], self.kernel_size, self.stride, self.padding,
                          self.dilation, self.groups, self.bias is not None, self.padding_mode,
                          device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             conv.weight.copy_(weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
+            if bias is not None:
+                conv.bias.copy_(bias)
         return conv
 
     @classmethod
@@ -362,6 +448,7 @@ class GaborConv2d(nn.Module):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"] = None
+        state.pop("_warned", None)
         return state
 
     def extra_repr(self) -> str:
@@ -385,6 +472,8 @@ class GaborConv2d(nn.Module):
             s += ", zero_mean=True"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
+        if self.output != "real":
+            s += f", output={self.output!r}"
         return s
 
 

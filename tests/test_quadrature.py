@@ -1,0 +1,194 @@
+"""Quadrature-pair outputs: ``output="complex" | "magnitude" | "quadrature"``.
+
+Each filter's pair is the even filter (phase psi) and the odd one (psi - pi/2), so that
+``even + 1j odd`` is the complex Gabor filter ``E exp(i phase)``. Checked against independently
+built real banks, against the plane-wave response that pins the sign convention, and, for every
+mode, gradients against numerical derivatives in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import scaled
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from torch.func import functional_call
+
+from gaborlayer import GaborConv2d, gabor_conv2d
+
+MODES = ("complex", "magnitude", "quadrature")
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def real_twin(m: GaborConv2d, psi_shift: float) -> GaborConv2d:
+    """A real-output GaborConv2d with m's parameters and psi + psi_shift, built from scratch."""
+    return GaborConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                       bias=False, padding_mode=m.padding_mode, dtype=m.theta.dtype, zero_mean=m.zero_mean,
+                       theta=m.theta.detach(), sigma=m.sigma.detach(), lambd=m.lambd.detach(),
+                       gamma=m.gamma.detach(), psi=m.psi.detach() + psi_shift)
+
+
+@pytest.mark.parametrize("zero_mean", [False, True])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_every_mode_is_the_pair_of_real_filters(zero_mean, padding_mode):
+    torch.manual_seed(0)
+    m = GaborConv2d(2, 3, (5, 7), padding=(2, 3), padding_mode=padding_mode, zero_mean=zero_mean, dtype=DT,
+                    output="complex")
+    x = torch.randn(2, 2, 11, 12, dtype=DT)
+    even, odd = real_twin(m, 0.0)(x), real_twin(m, -math.pi / 2)(x)
+    bias = m.bias[:, None, None]
+    z = m(x)
+    assert z.dtype == torch.complex128 and z.shape == (2, 3, 11, 12)
+    torch.testing.assert_close(z, torch.complex(even + bias, odd))
+    m.output = "magnitude"
+    torch.testing.assert_close(m(x), torch.hypot(even, odd) + bias)
+    m.output = "quadrature"
+    torch.testing.assert_close(m(x), torch.cat([even + bias, odd], dim=1))
+    torch.testing.assert_close(m.to_conv2d()(x), m(x))
+    assert m.weight.shape == (6, 2, 5, 7)
+    if zero_mean:  # DC-free complex filter: both halves sum to zero
+        assert m.weight.sum(dim=(-2, -1)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("output", ("real", *MODES))
+def test_module_equals_functional(output):
+    torch.manual_seed(1)
+    m = GaborConv2d(3, 4, 5, stride=2, padding=1, output=output, dtype=DT, amplitude=None)
+    x = torch.randn(2, 3, 13, 13, dtype=DT)
+    f = gabor_conv2d(x, m.theta, m.sigma, m.lambd, m.gamma, m.psi, 5, m.bias, 2, 1, output=output)
+    torch.testing.assert_close(m(x), f, rtol=0, atol=1e-13)
+    assert m(x[0]).shape == m(x)[0].shape  # unbatched input, as nn.Conv2d
+
+
+def test_plane_wave_pins_the_convention():
+    """Input cos(k . p) along the filter's own orientation and wavelength: the complex response is
+    (sum E / 2) exp(-i k . p) in the interior (F.conv2d is a correlation), so its magnitude is flat
+    (the energy model) and its phase follows -k . p: a shift of the image by d turns it by k . d."""
+    theta, lambd, sigma = 0.6, 6.0, 4.0
+    # 49 taps = 6 sigma each side: the envelope is truncated at 1.5e-8, and its spectrum at 2k is
+    # exp(-(2 k sigma)^2 / 2) = 2.5e-8, so the e^{+ik.p} term is below 1e-7 of the response.
+    m = GaborConv2d(1, 1, 49, padding="same", bias=False, dtype=DT, output="complex",
+                    theta=theta, sigma=sigma, lambd=lambd, gamma=1.0, psi=0.0)
+    k = 2 * math.pi / lambd
+    ys, xs = torch.meshgrid(torch.arange(96, dtype=DT), torch.arange(96, dtype=DT), indexing="ij")
+    along = xs * math.cos(theta) + ys * math.sin(theta)
+    inner = (slice(24, 72), slice(24, 72))
+    with torch.no_grad():
+        z = m(torch.cos(k * along)[None, None])[0, 0][inner]
+        envelope_sum = torch.hypot(m.weight[0, 0], m.weight[1, 0]).sum()  # |E e^{i phase}| = E
+    magnitude = z.abs()
+    assert (magnitude.max() - magnitude.min()) / magnitude.mean() < 1e-6
+    torch.testing.assert_close(magnitude.mean(), envelope_sum / 2, rtol=1e-6, atol=0)
+    expected = torch.polar(torch.ones_like(along), -k * along)[inner]
+    torch.testing.assert_close(z / magnitude, expected, rtol=0, atol=1e-6)
+
+
+def test_magnitude_gradient_at_zero_response_is_finite():
+    m = GaborConv2d(2, 3, 5, padding=2, output="magnitude", dtype=DT)
+    x = torch.zeros(1, 2, 8, 8, dtype=DT, requires_grad=True)
+    y = m(x)
+    grads = torch.autograd.grad(y.sum(), [x, *m.parameters()], create_graph=True)
+    for g in grads:
+        assert torch.isfinite(g).all()
+    named = dict(zip(["x", *(n for n, _ in m.named_parameters())], grads))
+    assert named["theta"].abs().max() == 0 and named["bias"].eq(64).all()  # subgradient 0; bias: 8 x 8 pixels
+    second = torch.autograd.grad(grads[0].sum(), m.theta, allow_unused=True)[0]
+    assert second is None or torch.isfinite(second).all()
+
+
+@st.composite
+def cases(draw):
+    output = draw(st.sampled_from(MODES))
+    kernel = draw(st.tuples(st.integers(1, 4), st.integers(1, 4)))
+    groups = draw(st.integers(1, 2))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    values = {name: draw(st.floats(lo, hi)) for name, (lo, hi) in
+              dict(theta=(-7, 7), sigma=(0.4, 5), lambd=(2.1, 12), gamma=(0.3, 3), psi=(-7, 7)).items()}
+    return (output, dict(in_channels=c_in, out_channels=c_out, kernel_size=kernel, groups=groups,
+                         padding=draw(st.sampled_from(["same", 0, 1])), bias=draw(st.booleans()),
+                         zero_mean=draw(st.booleans()), **values),
+            draw(st.integers(0, 999)))
+
+
+@settings(max_examples=scaled(150), deadline=None)
+@given(case=cases())
+def test_gradients_of_every_mode_against_numerical(gradient_cases, case):
+    output, kwargs, seed = case
+    torch.manual_seed(seed)
+    m = GaborConv2d(**kwargs, output=output, dtype=DT)
+    x = torch.randn(2, kwargs["in_channels"], 6, 5, dtype=DT, requires_grad=True)
+    names = [n for n, _ in m.named_parameters()]
+    raw = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
+
+    def forward(x, *raw):
+        y = functional_call(m, dict(zip(names, raw)), (x,))
+        return torch.view_as_real(y) if y.is_complex() else y
+
+    if output == "magnitude":  # |z| is not differentiable at z = 0: stay away from it (bias excluded)
+        with torch.no_grad():
+            even, odd = m._conv_forward(x, m.weight, None).chunk(2, dim=1)
+            assume(bool(torch.hypot(even, odd).min() > 1e-2))
+    assert torch.autograd.gradcheck(forward, (x, *raw))
+    gradient_cases.add()
+
+
+def test_gradgradcheck_magnitude_and_complex():
+    torch.manual_seed(3)
+    for output in ("magnitude", "complex"):
+        m = GaborConv2d(1, 2, 3, padding=1, output=output, dtype=DT)
+        x = torch.randn(1, 1, 5, 5, dtype=DT) + 3  # away from zero response
+        names = [n for n, _ in m.named_parameters()]
+        raw = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
+
+        def forward(*raw):
+            y = functional_call(m, dict(zip(names, raw)), (x,))
+            return torch.view_as_real(y) if y.is_complex() else y
+
+        assert torch.autograd.gradgradcheck(forward, raw)
+
+
+def test_low_precision_and_autocast():
+    m = GaborConv2d(3, 4, 5, padding=2, output="complex")
+    x = torch.randn(2, 3, 12, 12)
+    assert m.bfloat16()(x.bfloat16()).dtype == torch.complex64  # no complex bf16: computed in float32
+    m = GaborConv2d(3, 4, 5, padding=2, output="magnitude")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert torch.isfinite(m.theta.grad).all()
+
+
+def test_compile_fullgraph_magnitude():
+    m = GaborConv2d(1, 4, 5, padding=2, output="magnitude")
+    x = torch.randn(2, 1, 10, 10)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), m(x))
+    compiled(x).sum().backward()
+    assert torch.isfinite(m.log_sigma.grad).all()
+
+
+def test_errors_and_repr():
+    with pytest.raises(ValueError, match=r"output must be one of \('real', 'complex', 'magnitude', 'quadrature'\), "
+                                         r"got 'energy'"):
+        GaborConv2d(1, 2, 3, output="energy")
+    with pytest.raises(ValueError, match=r"output must be one of"):
+        gabor_conv2d(torch.randn(1, 1, 5, 5), 0.0, 1.0, 3.0, 1.0, 0.0, 3, output="imag")
+    m = GaborConv2d(1, 2, 3, output="magnitude")
+    assert repr(m).endswith("output='magnitude')")
+    with pytest.raises(ValueError, match=r"to_conv2d needs output='real' or 'quadrature'.*got output='magnitude'"):
+        m.to_conv2d()
+    q = GaborConv2d(1, 2, 3, output="quadrature").to_conv2d()
+    assert isinstance(q, nn.Conv2d) and q.out_channels == 4
