@@ -1,4 +1,5 @@
-"""Regenerate the figures of ``docs/math.md`` (run from the repository root).
+"""Regenerate the figures of ``docs/math.md``, ``docs/quadrature.md`` and ``docs/truncation.md``
+(run from the repository root).
 
     python docs/make_figures.py            # writes docs/images/*.png
 
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from gaborlayer import gabor_kernel2d  # noqa: E402
+from gaborlayer import GaborConv2d, gabor_kernel2d, suggest_kernel_size  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "images"
 
@@ -103,11 +104,71 @@ def sampling_grid(path: Path) -> None:
     plt.close(fig)
 
 
+def quadrature_pairs(path: Path) -> None:
+    """Even and odd filters of three pairs, and their responses on a real image (scikit-learn's
+    bundled china.jpg): the real part oscillates across an edge, the magnitude does not."""
+    from sklearn.datasets import load_sample_image
+
+    image = torch.tensor(load_sample_image("china.jpg"), dtype=torch.float64).mean(-1)[60:220, 130:330] / 255
+    thetas = [0.0, math.pi / 4, math.pi / 2]
+    m = GaborConv2d(1, 3, 21, padding="same", padding_mode="reflect", bias=False, dtype=torch.float64,
+                    output="complex", zero_mean=True,
+                    theta=torch.tensor(thetas)[:, None], sigma=3.0, lambd=8.0, gamma=1.0, psi=0.0)
+    with torch.no_grad():
+        z = m(image[None, None])[0]
+        bank = m.weight[:, 0]
+    fig, axes = plt.subplots(3, 5, figsize=(12, 7.2), gridspec_kw={"width_ratios": [1, 1, 2.2, 2.2, 2.2]})
+    for row, theta in enumerate(thetas):
+        _show(axes[row, 0], bank[row].numpy(), 21)
+        _show(axes[row, 1], bank[3 + row].numpy(), 21)
+        for col, (data, title, cmap) in enumerate([(z[row].real, "real (even response)", "RdBu_r"),
+                                                   (z[row].imag, "imaginary (odd response)", "RdBu_r"),
+                                                   (z[row].abs(), "magnitude (energy)", "magma")]):
+            ax = axes[row, 2 + col]
+            vmax = float(z[row].abs().max())
+            ax.imshow(data.numpy(), cmap=cmap, vmin=0 if cmap == "magma" else -vmax, vmax=vmax)
+            ax.axis("off")
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+        axes[row, 0].set_ylabel(f"theta = {math.degrees(theta):.0f} deg", fontsize=9)
+    axes[0, 0].set_title("even: psi", fontsize=9)
+    axes[0, 1].set_title("odd: psi - pi/2", fontsize=9)
+    fig.suptitle("GaborConv2d(output='complex'): three zero-mean quadrature pairs (sigma 3, lambd 8) on china.jpg, reflect padding", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def truncation(path: Path) -> None:
+    """A filter whose envelope the kernel cuts, and the same filter in the suggested kernel."""
+    theta, sigma, lambd, gamma = math.pi / 6, 3.0, 6.0, 0.5
+    suggested = suggest_kernel_size(theta, sigma, gamma)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2), gridspec_kw={"width_ratios": [1, 2.6]})
+    for ax, size in zip(axes, [(11, 11), suggested]):
+        k = kernel(theta, sigma, lambd, gamma, 0.0, size)
+        _show(ax, k, size)
+        ax.set_title(f"kernel_size={size}", fontsize=9)
+    t = torch.linspace(0, 2 * math.pi, 200, dtype=torch.float64)
+    # The 3-sigma contour: x' = 3 sigma cos t, y' = 3 sigma / gamma sin t, rotated back to (x, y).
+    xr, yr = 3 * sigma * torch.cos(t), 3 * sigma / gamma * torch.sin(t)
+    x, y = xr * math.cos(theta) - yr * math.sin(theta), xr * math.sin(theta) + yr * math.cos(theta)
+    for ax in axes:
+        ax.plot(x.numpy(), y.numpy(), "k--", lw=1)
+    axes[0].set_xlim(-16, 16), axes[0].set_ylim(16, -16)
+    fig.suptitle(f"theta={math.degrees(theta):.0f} deg, sigma={sigma:g}, gamma={gamma:g}: the 3-sigma envelope "
+                 f"(dashed) needs {suggested[0]} x {suggested[1]}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    kernel_grid(OUT / "kernels.png")
-    sampling_grid(OUT / "sampling_grid.png")
-    print(f"wrote {OUT / 'kernels.png'} and {OUT / 'sampling_grid.png'}")
+    figures = {"kernels.png": kernel_grid, "sampling_grid.png": sampling_grid,
+               "quadrature_pairs.png": quadrature_pairs, "truncation.png": truncation}
+    for name, draw in figures.items():
+        draw(OUT / name)
+    print(f"wrote {', '.join(figures)} to {OUT}")
 
 
 if __name__ == "__main__":
