@@ -1,4 +1,11 @@
-"""``GaborConv2d``: a drop-in for ``nn.Conv2d`` whose kernels are Gabor filters."""
+"""``GaborConv1d``, ``GaborConv2d``, ``GaborConv3d``: drop-ins for ``nn.Conv1d`` / ``nn.Conv2d`` /
+``nn.Conv3d`` whose kernels are Gabor filters.
+
+The machinery they share (argument checks, reparameterised storage, ``learn=``, the eval-mode
+cache, half precision, padding modes, ``extra_repr``, the truncation check, conversion to the
+plain conv) lives once, in the private base class :class:`_GaborConvNd`; each public class says
+only its parameter names, its bank builder, its convolution and its initial bank.
+"""
 from __future__ import annotations
 
 import math
@@ -10,8 +17,8 @@ import torch.nn.functional as F
 
 from . import _checks
 from .fit import GaborFit, fit_kernel
-from .functional import (_bank, _check_output, _combine, _pair_bias, _quadrature_bank, envelope_extent,
-                         resolve_backend, suggest_kernel_size)
+from .functional import (OUTPUTS, _bank, _bank1d, _bank3d, _combine, _pair_bias, _quadrature_bank, envelope_extent,
+                         resolve_backend)
 
 PARAM_NAMES = _checks.PARAM_NAMES
 LAMBD_FLOOR = 2.0  # pixels: a wavelength below 2 samples aliases (Nyquist)
@@ -20,6 +27,7 @@ _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 # Reparameterisation rather than clamping keeps every gradient alive at the bounds.
 _STORAGE = {
     "theta": ("theta", lambda v: v, lambda r: r),
+    "phi": ("phi", lambda v: v, lambda r: r),
     "sigma": ("log_sigma", torch.log, torch.exp),
     "lambd": ("log_lambd_excess", lambda v: torch.log(v - LAMBD_FLOOR), lambda r: LAMBD_FLOOR + torch.exp(r)),
     "gamma": ("log_gamma", torch.log, torch.exp),
@@ -30,6 +38,10 @@ _STORAGE = {
 # Nyquist" when lambd < NYQUIST_MARGIN * LAMBD_FLOOR: either warns once (GaborTruncationWarning).
 EXTENT_SIGMAS = 3.0
 NYQUIST_MARGIN = 1.1
+# The initial banks keep 3 sigma within 3/4 of the kernel's half-size: sigma can grow by a third
+# in training before the first warning.
+INIT_HEADROOM = 4 / 3
+_UNITS = {1: "samples", 2: "px", 3: "voxels"}
 
 
 class GaborTruncationWarning(UserWarning):
@@ -40,6 +52,19 @@ class GaborTruncationWarning(UserWarning):
 _INIT_BOUNDS = {"sigma": (0.0, False), "gamma": (0.0, False), "lambd": (LAMBD_FLOOR, False)}
 
 
+def _scales(index: torch.Tensor, n_scales: int, kernel_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lambd, sigma)`` for scale ``index`` of ``n_scales``: wavelengths geometric from 2.5 to half the
+    smaller kernel side, ``sigma = 0.56 lambd`` (one octave) capped at an eighth of that side, so that
+    3 sigma fits the kernel with a third to spare."""
+    lo, hi = 2.5, max(2.5, min(kernel_size) / 2)
+    lambd = lo * (hi / lo) ** (index / max(n_scales - 1, 1))
+    return lambd, torch.clamp(0.56 * lambd, max=min(kernel_size) / (2 * EXTENT_SIGMAS * INIT_HEADROOM))
+
+
+def _per_filter(values: dict, out_channels: int, in_per_group: int, dtype, device) -> dict:
+    return {k: v[:, None].expand(out_channels, in_per_group).to(dtype=dtype, device=device) for k, v in values.items()}
+
+
 def classic_bank(out_channels: int, in_per_group: int, kernel_size: tuple[int, int], dtype=None, device=None) -> dict:
     """The default initial parameters: a classic multi-orientation, multi-scale bank.
 
@@ -47,8 +72,9 @@ def classic_bank(out_channels: int, in_per_group: int, kernel_size: tuple[int, i
     phase ``0`` or ``-pi/2`` (even / odd filter) alternating every ``n`` channels, and a scale
     cycling every ``2n`` channels. Scales are spread geometrically over wavelengths from 2.5 pixels
     up to half the smaller kernel side, with ``sigma = 0.56 lambd`` (a one-octave bandwidth) capped
-    at a sixth of the smaller kernel side, so that the envelope's 3-sigma extent fits the kernel
-    (no :class:`GaborTruncationWarning`), and ``gamma = 1``. Every input channel of an output
+    at an eighth of the smaller kernel side, so that the envelope's 3-sigma extent fits the kernel
+    with room for sigma to grow by a third in training (no :class:`GaborTruncationWarning`), and
+    ``gamma = 1``. Every input channel of an output
     channel gets the same filter.
 
     Returns:
@@ -57,20 +83,372 @@ def classic_bank(out_channels: int, in_per_group: int, kernel_size: tuple[int, i
     o = torch.arange(out_channels, dtype=torch.float64)
     n_orient = min(8, out_channels)
     n_scales = max(1, math.ceil(out_channels / (2 * n_orient)))
-    lo, hi = 2.5, max(2.5, min(kernel_size) / 2)
-    scale = torch.div(o, 2 * n_orient, rounding_mode="floor") % n_scales
-    lambd = lo * (hi / lo) ** (scale / max(n_scales - 1, 1))
+    lambd, sigma = _scales(torch.div(o, 2 * n_orient, rounding_mode="floor") % n_scales, n_scales, kernel_size)
     values = {
         "theta": math.pi * (o % n_orient) / n_orient,
-        "sigma": torch.clamp(0.56 * lambd, max=min(kernel_size) / (2 * EXTENT_SIGMAS)),
+        "sigma": sigma,
         "lambd": lambd,
         "gamma": torch.ones_like(o),
         "psi": -math.pi / 2 * (torch.div(o, n_orient, rounding_mode="floor") % 2),
     }
-    return {k: v[:, None].expand(out_channels, in_per_group).to(dtype=dtype, device=device) for k, v in values.items()}
+    return _per_filter(values, out_channels, in_per_group, dtype, device)
 
 
-class GaborConv2d(nn.Module):
+def classic_bank1d(out_channels: int, in_per_group: int, kernel_size: tuple[int], dtype=None, device=None) -> dict:
+    """The default initial parameters of :class:`GaborConv1d`: even/odd pairs over scales.
+
+    Output channel ``o`` gets phase ``0`` (even) for even ``o`` and ``-pi/2`` (odd) for odd ``o``,
+    and scale ``(o // 2) mod n`` of ``n = ceil(out_channels / 2)`` scales, spread as in
+    :func:`classic_bank` (wavelengths geometric from 2.5 samples to half the kernel,
+    ``sigma = 0.56 lambd`` capped at an eighth of the kernel).
+
+    Returns:
+        dict of three tensors ``(out_channels, in_per_group)``: ``sigma``, ``lambd``, ``psi``.
+    """
+    o = torch.arange(out_channels, dtype=torch.float64)
+    n_scales = max(1, math.ceil(out_channels / 2))
+    lambd, sigma = _scales(torch.div(o, 2, rounding_mode="floor") % n_scales, n_scales, kernel_size)
+    values = {"sigma": sigma, "lambd": lambd, "psi": -math.pi / 2 * (o % 2)}
+    return _per_filter(values, out_channels, in_per_group, dtype, device)
+
+
+def classic_bank3d(out_channels: int, in_per_group: int, kernel_size: tuple[int, int, int], dtype=None,
+                   device=None) -> dict:
+    """The default initial parameters of :class:`GaborConv3d`: directions over the half sphere.
+
+    With ``n = min(13, out_channels)`` directions, channel ``o`` gets direction ``j = o mod n`` of a
+    Fibonacci lattice on the upper half sphere (elevation ``phi = asin((j + 1/2) / n)``, azimuth
+    ``theta = j`` times the golden angle), evenly spread since ``u`` and ``-u`` are the same
+    direction up to the phase; phase ``0`` or ``-pi/2`` alternating every ``n`` channels; and a
+    scale cycling every ``2n`` channels, spread as in :func:`classic_bank`; ``gamma = 1``.
+
+    Returns:
+        dict of six tensors ``(out_channels, in_per_group)``.
+    """
+    o = torch.arange(out_channels, dtype=torch.float64)
+    n_dir = min(13, out_channels)
+    n_scales = max(1, math.ceil(out_channels / (2 * n_dir)))
+    j = o % n_dir
+    lambd, sigma = _scales(torch.div(o, 2 * n_dir, rounding_mode="floor") % n_scales, n_scales, kernel_size)
+    values = {
+        "theta": torch.remainder(j * math.pi * (3 - math.sqrt(5)), 2 * math.pi),
+        "phi": torch.asin((j + 0.5) / n_dir),
+        "sigma": sigma,
+        "lambd": lambd,
+        "gamma": torch.ones_like(o),
+        "psi": -math.pi / 2 * (torch.div(o, n_dir, rounding_mode="floor") % 2),
+    }
+    return _per_filter(values, out_channels, in_per_group, dtype, device)
+
+
+class _GaborConvNd(nn.Module):
+    """What the Gabor layers share. A subclass sets the class attributes below and implements
+    :meth:`_build_bank`, :meth:`_initial_bank` and :meth:`_half_extents`."""
+
+    _dims: int  # 1, 2 or 3
+    _gabor_names: tuple[str, ...]  # the filter parameters, in the bank builder's order
+    _conv_class: type  # nn.Conv1d, nn.Conv2d, nn.Conv3d
+    _conv = staticmethod(F.conv2d)  # F.conv1d, F.conv2d, F.conv3d
+    _outputs: tuple[str, ...] = ("real",)  # the output modes offered
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
+                 bias: bool, padding_mode: str, device, dtype, init: dict, amplitude, learn, zero_mean: bool,
+                 backend: str, output: str = "real"):
+        super().__init__()
+        dims = self._dims
+        self.in_channels = _checks.positive_int(in_channels, "in_channels")
+        self.out_channels = _checks.positive_int(out_channels, "out_channels")
+        self.groups = _checks.positive_int(groups, "groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
+                             f"divisible by groups ({groups})")
+        self.kernel_size = _checks.ints(kernel_size, "kernel_size", dims)
+        self.stride = _checks.ints(stride, "stride", dims)
+        self.dilation = _checks.ints(dilation, "dilation", dims)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid' or non-negative ints, got {padding!r}")
+            if padding == "same" and self.stride != (1,) * dims:
+                raise ValueError(f"padding='same' needs stride=1, got stride={stride!r}")
+            self.padding = padding
+        else:
+            self.padding = _checks.ints(padding, "padding", dims, minimum=0)
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        self._reversed_padding_repeated_twice = self._reversed_padding()
+        _checks.floating_dtype(dtype)
+        resolve_backend(backend, dims=dims)
+        self.backend = backend
+        self.zero_mean = bool(zero_mean)
+        if output not in self._outputs:
+            raise ValueError(f"output must be one of {self._outputs}, got {output!r}")
+        self.output = output
+        if amplitude is True:
+            amplitude = 1.0
+        elif amplitude is False:
+            amplitude = None
+        self.has_amplitude = amplitude is not None
+        self.learn = _checks.names_subset(learn, "learn", self._names())
+
+        shape = (self.out_channels, self.in_channels // self.groups)
+        factory = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
+        self._init_values = self._check_init({**init, "amplitude": amplitude}, shape)
+        for name in self._names():
+            stored, _, _ = _STORAGE[name]
+            tensor = torch.empty(shape, **factory)
+            if name in self.learn:
+                self.register_parameter(stored, nn.Parameter(tensor))
+            else:
+                self.register_buffer(stored, tensor)
+        self.bias = nn.Parameter(torch.empty(self.out_channels, **factory)) if bias else None
+        self._cache = None
+        self.reset_parameters()
+
+    # -- what each dimension says -----------------------------------------------------------
+    def _build_bank(self, params: list[torch.Tensor]) -> torch.Tensor:
+        """The bank ``(*extra, out_channels, in_per_group, *kernel_size)`` from the constrained
+        filter parameters (in ``_gabor_names`` order)."""
+        raise NotImplementedError
+
+    def _initial_bank(self, shape: tuple[int, int]) -> dict:
+        """The default initial values, float64 tensors of ``shape``, one per ``_gabor_names``."""
+        raise NotImplementedError
+
+    def _half_extents(self, values: dict) -> tuple[torch.Tensor, ...]:
+        """Per kernel axis, the half-extent of each filter's ``EXTENT_SIGMAS`` envelope (float64)."""
+        raise NotImplementedError
+
+    # -- construction helpers -------------------------------------------------------------
+    def _names(self) -> tuple[str, ...]:
+        """The per-filter parameters: the Gabor ones, plus ``amplitude`` when enabled."""
+        return self._gabor_names + ("amplitude",) if self.has_amplitude else self._gabor_names
+
+    def _reversed_padding(self) -> list[int]:
+        """F.pad's padding for non-zero padding modes, as nn.ConvNd computes it."""
+        if self.padding == "valid":
+            return [0, 0] * self._dims
+        if self.padding == "same":
+            pads = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return pads
+        return [p for p in reversed(self.padding) for _ in range(2)]
+
+    @staticmethod
+    def _check_init(values: dict, shape) -> dict:
+        given = {k: v for k, v in values.items() if v is not None}
+        tensors = dict(zip(given, _checks.as_param_tensors(given, dtype=torch.float64, device="cpu")))
+        for name, t in tensors.items():
+            try:
+                # Detached: an init value with autograd history would make the module un-deepcopy-able.
+                tensors[name] = torch.broadcast_to(t.detach(), shape).clone()
+            except RuntimeError:
+                raise ValueError(f"{name} must be broadcastable to (out_channels, in_channels // groups) = "
+                                 f"{tuple(shape)}, got shape {tuple(t.shape)}") from None
+        _checks.check_values(tensors, _INIT_BOUNDS)
+        return tensors
+
+    def reset_parameters(self) -> None:
+        """Set the filter parameters to their initial values (given ones, else the classic bank)
+        and the bias as the ``nn.ConvNd`` does."""
+        shape = (self.out_channels, self.in_channels // self.groups)
+        values = {**self._initial_bank(shape), **self._init_values}
+        with torch.no_grad():
+            for name in self._names():
+                stored, to_stored, _ = _STORAGE[name]
+                target = getattr(self, stored)
+                target.copy_(to_stored(values[name]))
+            if self.bias is not None:
+                fan_in = (self.in_channels // self.groups) * math.prod(self.kernel_size)
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(self.bias, -bound, bound)
+        self.check_extent()
+
+    # -- the constrained parameters ---------------------------------------------------------
+    def _constrained(self, name: str) -> torch.Tensor:
+        stored, _, from_stored = _STORAGE[name]
+        return from_stored(getattr(self, stored))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """Envelope width in pixels, ``(out_channels, in_channels // groups)``, always > 0."""
+        return self._constrained("sigma")
+
+    @property
+    def lambd(self) -> torch.Tensor:
+        """Wavelength in pixels, ``(out_channels, in_channels // groups)``, always > 2."""
+        return self._constrained("lambd")
+
+    def _stored(self) -> list[torch.Tensor]:
+        return [getattr(self, _STORAGE[n][0]) for n in self._names()]
+
+    def _build_weight(self) -> torch.Tensor:
+        stored = self._stored()
+        # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
+        # build in float32 and round the bank, as a half nn.ConvNd holds a rounded weight.
+        compute = torch.promote_types(stored[0].dtype, torch.float32)
+        params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(self._names(), stored)]
+        n_gabor = len(self._gabor_names)
+        bank = self._build_bank(params[:n_gabor])
+        if self.has_amplitude:
+            bank = bank * params[n_gabor].reshape(*params[n_gabor].shape, *(1,) * self._dims)
+        return bank.reshape(-1, *bank.shape[-(self._dims + 1):]).to(stored[0].dtype)
+
+    def _cacheable(self, stored: list[torch.Tensor]) -> bool:
+        """Whether the bank may come from the cache: eval mode, no graph to build, plain tensors."""
+        if self.training or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return False  # functorch's wrapped tensors (vmap, grad) have no storage to key on
+        if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
+            return False
+        return not any(t.is_inference() for t in stored)  # inference tensors have no version counter
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The Gabor bank ``(out_channels, in_channels // groups, *kernel_size)``, as the
+        ``nn.ConvNd``'s ``weight`` (``2 * out_channels`` filters, even then odd, for the
+        quadrature-pair outputs)."""
+        stored = self._stored()
+        if not self._cacheable(stored):
+            return self._build_weight()
+        key = [(t.data_ptr(), t._version, t.dtype, t.device, t.shape, t.stride()) for t in stored]
+        key.append((self.kernel_size, self.zero_mean, self.backend, self.output))
+        if self._cache is None or self._cache[0] != key:
+            # Not an inference tensor, so the bank can also serve a later forward that needs grad
+            # for the input only. (In this order: inference_mode(False) turns grad mode back on.)
+            with torch.inference_mode(False), torch.no_grad():
+                # The detached aliases keep the keyed storages alive, so no new tensor can be
+                # allocated at a cached data_ptr (a param.data = ... or functional_call would).
+                self._cache = (key, self._build_weight(), [t.detach() for t in stored])
+        return self._cache[1]
+
+    def train(self, mode: bool = True):
+        self._cache = None  # frees the bank, and refreshes it after writes no version counter saw
+        self.check_extent()  # model.train() / model.eval() mark epochs: a cheap moment to look
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.check_extent()
+
+    def check_extent(self, warn: bool = True) -> dict:
+        """Look for filters whose envelope the kernel cuts off, or whose wavelength nears Nyquist.
+
+        A filter is cut when the ``3 sigma`` contour of its envelope (semi-axes ``3 sigma`` along
+        the wave and ``3 sigma / gamma`` across it, oriented by the angles) reaches beyond the
+        kernel's edge; it is near Nyquist when ``lambd < 2.2`` samples (10% above the floor of 2).
+        Called on construction, ``reset_parameters``, ``load_state_dict`` and every ``train()`` /
+        ``eval()``; the first time each kind of problem shows, a :class:`GaborTruncationWarning`
+        names the filter and the numbers (once per module; silence it with :mod:`warnings` filters).
+
+        Returns:
+            dict with ``"cut"`` and ``"near_nyquist"``: boolean tensors ``(out_channels,
+            in_channels // groups)``, and ``"suggested_kernel_size"``: the smallest odd kernel
+            size that holds every filter's 3-sigma envelope.
+        """
+        if torch.compiler.is_compiling() or self._stored()[0].device.type == "meta":
+            return {}
+        with torch.no_grad():
+            values = {n: self._constrained(n).detach().double().cpu() for n in self._gabor_names}
+        halves = self._half_extents(values)
+        lambd = values["lambd"]
+        cut = torch.zeros_like(lambd, dtype=torch.bool)
+        for half, k in zip(halves, self.kernel_size):
+            cut |= half > k / 2 * (1 + 1e-6)  # exactly at the edge (then rounded in float32) is not cut
+        suggested = tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in halves)
+        report = {"cut": cut, "near_nyquist": lambd < NYQUIST_MARGIN * LAMBD_FLOOR, "suggested_kernel_size": suggested}
+        if not warn:
+            return report
+        unit = _UNITS[self._dims]
+        warned = self.__dict__.setdefault("_warned", set())
+        for kind in ("cut", "near_nyquist"):
+            bad = report[kind]
+            if kind in warned or not bool(bad.any()):
+                continue
+            warned.add(kind)
+            o, i = (int(v) for v in torch.nonzero(bad)[0])
+            where = f"{type(self).__name__}: {int(bad.sum())} of {bad.numel()} filters"
+            if kind == "cut":
+                shown = ", ".join(f"{n}={values[n][o, i]:.3g}" for n in ("theta", "phi", "sigma", "gamma")
+                                  if n in values)
+                extent = " x ".join(f"{2 * h[o, i]:.1f}" for h in halves)
+                hint = " (gaborlayer.suggest_kernel_size)" if self._dims == 2 else ""
+                message = (f"{where} have an envelope cut off by kernel_size={self.kernel_size}, e.g. filter "
+                           f"[{o}, {i}] ({shown}) reaches {extent} {unit} at {EXTENT_SIGMAS:g} sigma; "
+                           f"kernel_size={suggested} would hold every filter{hint}")
+            else:
+                message = (f"{where} have lambd within {NYQUIST_MARGIN - 1:.0%} of the Nyquist floor "
+                           f"{LAMBD_FLOOR:g} {unit}, e.g. filter [{o}, {i}] with lambd={lambd[o, i]:.4g}: their "
+                           f"oscillation is barely sampled")
+            warnings.warn(message, GaborTruncationWarning, stacklevel=3)
+        return report
+
+    # -- forward ---------------------------------------------------------------------------
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            return self._conv(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
+                              weight, bias, self.stride, 0, self.dilation, self.groups)
+        return self._conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.output == "real":
+            return self._conv_forward(input, self.weight, self.bias)
+        paired = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
+        return _combine(paired, self.output, self.bias if self.output == "magnitude" else None)
+
+    # -- interop ---------------------------------------------------------------------------
+    def _to_conv(self) -> nn.Module:
+        """A plain ``nn.ConvNd`` holding the current bank, with the same output."""
+        name = f"to_conv{self._dims}d"
+        if self.output not in ("real", "quadrature"):
+            raise ValueError(f"{name} needs output='real' or 'quadrature' (one convolution), got "
+                             f"output={self.output!r}; its quadrature pair is {type(self).__name__}(..., "
+                             f"output='quadrature')")
+        weight = self.weight.detach()
+        bias = None if self.bias is None else _pair_bias(self.bias, "quadrature") if self.output != "real" else self.bias
+        conv = self._conv_class(self.in_channels, weight.shape[0], self.kernel_size, self.stride, self.padding,
+                                self.dilation, self.groups, self.bias is not None, self.padding_mode,
+                                device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return conv
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        state.pop("_warned", None)
+        return state
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        # The nn.ConvNd part is formatted exactly as nn.ConvNd formats it (strings unquoted).
+        if self.padding != (0,) * self._dims:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * self._dims:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        if self.has_amplitude:
+            s += ", amplitude=True"
+        if self.learn != self._names():
+            s += f", learn={self.learn}"
+        if self.zero_mean:
+            s += ", zero_mean=True"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        if self.output != "real":
+            s += f", output={self.output!r}"
+        return s
+
+
+class GaborConv2d(_GaborConvNd):
     r"""A 2-D convolution whose kernels are Gabor filters with learnable parameters.
 
     Takes every argument of :class:`torch.nn.Conv2d` with the same meaning, and replaces the free
@@ -120,256 +498,42 @@ class GaborConv2d(nn.Module):
         (torch.Size([16, 3, 7, 7]), torch.Size([16, 3]))
     """
 
+    _dims = 2
+    _gabor_names = PARAM_NAMES
+    _conv_class = nn.Conv2d
+    _conv = staticmethod(F.conv2d)
+    _outputs = OUTPUTS
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
                  theta=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
                  zero_mean: bool = False, backend: str = "auto", output: str = "real"):
-        super().__init__()
-        self.in_channels = _checks.positive_int(in_channels, "in_channels")
-        self.out_channels = _checks.positive_int(out_channels, "out_channels")
-        self.groups = _checks.positive_int(groups, "groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
-                             f"divisible by groups ({groups})")
-        self.kernel_size = _checks.pair(kernel_size, "kernel_size")
-        self.stride = _checks.pair(stride, "stride")
-        self.dilation = _checks.pair(dilation, "dilation")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"padding must be 'same', 'valid' or non-negative ints, got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"padding='same' needs stride=1, got stride={stride!r}")
-            self.padding = padding
-        else:
-            self.padding = _checks.pair(padding, "padding", minimum=0)
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-        self.padding_mode = padding_mode
-        self._reversed_padding_repeated_twice = self._reversed_padding()
-        _checks.floating_dtype(dtype)
-        resolve_backend(backend)
-        self.backend = backend
-        self.zero_mean = bool(zero_mean)
-        self.output = _check_output(output)
-        if amplitude is True:
-            amplitude = 1.0
-        elif amplitude is False:
-            amplitude = None
-        self.has_amplitude = amplitude is not None
-        self.learn = _checks.names_subset(learn, "learn", self._names())
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype, dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi), amplitude,
+                         learn, zero_mean, backend, output)
 
-        shape = (self.out_channels, self.in_channels // self.groups)
-        factory = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
-        self._init_values = self._check_init(dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi,
-                                                  amplitude=amplitude), shape)
-        for name in self._names():
-            stored, _, _ = _STORAGE[name]
-            tensor = torch.empty(shape, **factory)
-            if name in self.learn:
-                self.register_parameter(stored, nn.Parameter(tensor))
-            else:
-                self.register_buffer(stored, tensor)
-        self.bias = nn.Parameter(torch.empty(self.out_channels, **factory)) if bias else None
-        self._cache = None
-        self.reset_parameters()
+    def _build_bank(self, params):
+        build = _bank if self.output == "real" else _quadrature_bank
+        return build(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
 
-    # -- construction helpers -------------------------------------------------------------
-    def _names(self) -> tuple[str, ...]:
-        """The per-filter parameters: the five Gabor ones, plus ``amplitude`` when enabled."""
-        return PARAM_NAMES + ("amplitude",) if self.has_amplitude else PARAM_NAMES
+    def _initial_bank(self, shape):
+        return classic_bank(*shape, self.kernel_size, dtype=torch.float64)
 
-    def _reversed_padding(self) -> list[int]:
-        """F.pad's padding for non-zero padding modes, as nn.Conv2d computes it."""
-        if self.padding == "valid":
-            return [0, 0, 0, 0]
-        if self.padding == "same":
-            pads = []
-            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return pads
-        return [p for p in reversed(self.padding) for _ in range(2)]
-
-    @staticmethod
-    def _check_init(values: dict, shape) -> dict:
-        given = {k: v for k, v in values.items() if v is not None}
-        tensors = dict(zip(given, _checks.as_param_tensors(given, dtype=torch.float64, device="cpu")))
-        for name, t in tensors.items():
-            try:
-                # Detached: an init value with autograd history would make the module un-deepcopy-able.
-                tensors[name] = torch.broadcast_to(t.detach(), shape).clone()
-            except RuntimeError:
-                raise ValueError(f"{name} must be broadcastable to (out_channels, in_channels // groups) = "
-                                 f"{tuple(shape)}, got shape {tuple(t.shape)}") from None
-        _checks.check_values(tensors, _INIT_BOUNDS)
-        return tensors
-
-    def reset_parameters(self) -> None:
-        """Set the five parameters to their initial values (given ones, else the classic bank) and
-        the bias as ``nn.Conv2d`` does."""
-        shape = (self.out_channels, self.in_channels // self.groups)
-        values = {**classic_bank(*shape, self.kernel_size, dtype=torch.float64), **self._init_values}
-        with torch.no_grad():
-            for name in self._names():
-                stored, to_stored, _ = _STORAGE[name]
-                target = getattr(self, stored)
-                target.copy_(to_stored(values[name]))
-            if self.bias is not None:
-                fan_in = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
-                bound = 1 / math.sqrt(fan_in)
-                nn.init.uniform_(self.bias, -bound, bound)
-        self.check_extent()
-
-    # -- the constrained parameters ---------------------------------------------------------
-    def _constrained(self, name: str) -> torch.Tensor:
-        stored, _, from_stored = _STORAGE[name]
-        return from_stored(getattr(self, stored))
-
-    @property
-    def sigma(self) -> torch.Tensor:
-        """Envelope width in pixels, ``(out_channels, in_channels // groups)``, always > 0."""
-        return self._constrained("sigma")
-
-    @property
-    def lambd(self) -> torch.Tensor:
-        """Wavelength in pixels, ``(out_channels, in_channels // groups)``, always > 2."""
-        return self._constrained("lambd")
+    def _half_extents(self, values):
+        return envelope_extent(values["theta"], values["sigma"], values["gamma"], n_sigma=EXTENT_SIGMAS)
 
     @property
     def gamma(self) -> torch.Tensor:
         """Spatial aspect ratio, ``(out_channels, in_channels // groups)``, always > 0."""
         return self._constrained("gamma")
 
-    def _stored(self) -> list[torch.Tensor]:
-        return [getattr(self, _STORAGE[n][0]) for n in self._names()]
-
-    def _build_weight(self) -> torch.Tensor:
-        stored = self._stored()
-        # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
-        # build in float32 and round the bank, as a half nn.Conv2d holds a rounded weight.
-        compute = torch.promote_types(stored[0].dtype, torch.float32)
-        params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(self._names(), stored)]
-        build = _bank if self.output == "real" else _quadrature_bank
-        bank = build(*params[:5], *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
-        if self.has_amplitude:
-            bank = bank * params[5][..., None, None]
-        return bank.reshape(-1, *bank.shape[-3:]).to(stored[0].dtype)
-
-    def _cacheable(self, stored: list[torch.Tensor]) -> bool:
-        """Whether the bank may come from the cache: eval mode, no graph to build, plain tensors."""
-        if self.training or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-            return False  # functorch's wrapped tensors (vmap, grad) have no storage to key on
-        if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
-            return False
-        return not any(t.is_inference() for t in stored)  # inference tensors have no version counter
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The Gabor bank ``(out_channels, in_channels // groups, kh, kw)``, as ``nn.Conv2d.weight``
-        (``2 * out_channels`` filters, even then odd, for the quadrature-pair outputs)."""
-        stored = self._stored()
-        if not self._cacheable(stored):
-            return self._build_weight()
-        key = [(t.data_ptr(), t._version, t.dtype, t.device, t.shape, t.stride()) for t in stored]
-        key.append((self.kernel_size, self.zero_mean, self.backend, self.output))
-        if self._cache is None or self._cache[0] != key:
-            # Not an inference tensor, so the bank can also serve a later forward that needs grad
-            # for the input only. (In this order: inference_mode(False) turns grad mode back on.)
-            with torch.inference_mode(False), torch.no_grad():
-                # The detached aliases keep the keyed storages alive, so no new tensor can be
-                # allocated at a cached data_ptr (a param.data = ... or functional_call would).
-                self._cache = (key, self._build_weight(), [t.detach() for t in stored])
-        return self._cache[1]
-
-    def train(self, mode: bool = True):
-        self._cache = None  # frees the bank, and refreshes it after writes no version counter saw
-        self.check_extent()  # model.train() / model.eval() mark epochs: a cheap moment to look
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.check_extent()
-
-    def check_extent(self, warn: bool = True) -> dict:
-        """Look for filters whose envelope the kernel cuts off, or whose wavelength nears Nyquist.
-
-        A filter is cut when the ``3 sigma`` ellipse of its envelope (long axis ``3 sigma /
-        gamma``, rotated by theta) reaches beyond the kernel's edge; it is near Nyquist when
-        ``lambd < 2.2`` pixels (10% above the floor of 2). Called on construction,
-        ``reset_parameters``, ``load_state_dict`` and every ``train()`` / ``eval()``; the first
-        time each kind of problem shows, a :class:`GaborTruncationWarning` names the filter and
-        the numbers (once per module; silence it with :mod:`warnings` filters).
-
-        Returns:
-            dict with ``"cut"`` and ``"near_nyquist"``: boolean tensors ``(out_channels,
-            in_channels // groups)``, and ``"suggested_kernel_size"``: the smallest odd
-            ``(kh, kw)`` that holds every filter's 3-sigma envelope.
-        """
-        if torch.compiler.is_compiling() or self.theta.device.type == "meta":
-            return {}
-        with torch.no_grad():
-            theta, sigma, lambd, gamma = (self._constrained(n).detach().double().cpu()
-                                          for n in ("theta", "sigma", "lambd", "gamma"))
-        half_h, half_w = envelope_extent(theta, sigma, gamma, n_sigma=EXTENT_SIGMAS)
-        kh, kw = self.kernel_size
-        report = {"cut": (half_h > kh / 2) | (half_w > kw / 2), "near_nyquist": lambd < NYQUIST_MARGIN * LAMBD_FLOOR,
-                  "suggested_kernel_size": suggest_kernel_size(theta, sigma, gamma, n_sigma=EXTENT_SIGMAS)}
-        if not warn:
-            return report
-        warned = self.__dict__.setdefault("_warned", set())
-        for kind in ("cut", "near_nyquist"):
-            bad = report[kind]
-            if kind in warned or not bool(bad.any()):
-                continue
-            warned.add(kind)
-            o, i = (int(v) for v in torch.nonzero(bad)[0])
-            where = f"{type(self).__name__}: {int(bad.sum())} of {bad.numel()} filters"
-            if kind == "cut":
-                message = (f"{where} have an envelope cut off by kernel_size={self.kernel_size}, e.g. filter "
-                           f"[{o}, {i}] (theta={theta[o, i]:.3g}, sigma={sigma[o, i]:.3g}, gamma={gamma[o, i]:.3g}) "
-                           f"reaches {2 * half_h[o, i]:.1f} x {2 * half_w[o, i]:.1f} px at {EXTENT_SIGMAS:g} sigma; "
-                           f"kernel_size={report['suggested_kernel_size']} would hold every filter "
-                           f"(gaborlayer.suggest_kernel_size)")
-            else:
-                message = (f"{where} have lambd within {NYQUIST_MARGIN - 1:.0%} of the Nyquist floor "
-                           f"{LAMBD_FLOOR:g} px, e.g. filter [{o}, {i}] with lambd={lambd[o, i]:.4g}: their "
-                           f"oscillation is barely sampled")
-            warnings.warn(message, GaborTruncationWarning, stacklevel=3)
-        return report
-
-    # -- forward ---------------------------------------------------------------------------
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            return F.conv2d(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
-                            weight, bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.output == "real":
-            return self._conv_forward(input, self.weight, self.bias)
-        paired = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
-        return _combine(paired, self.output, self.bias if self.output == "magnitude" else None)
-
-    # -- interop ---------------------------------------------------------------------------
     def to_conv2d(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` holding the current bank, with the same output.
 
         For ``output="quadrature"`` it has ``2 * out_channels`` channels; ``"complex"`` and
         ``"magnitude"`` are not a single convolution and raise ``ValueError``.
         """
-        if self.output not in ("real", "quadrature"):
-            raise ValueError(f"to_conv2d needs output='real' or 'quadrature' (one convolution), got "
-                             f"output={self.output!r}; its quadrature pair is GaborConv2d(..., output='quadrature')")
-        weight = self.weight.detach()
-        bias = None if self.bias is None else _pair_bias(self.bias, "quadrature") if self.output != "real" else self.bias
-        conv = nn.Conv2d(self.in_channels, weight.shape[0], self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, self.bias is not None, self.padding_mode,
-                         device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            if bias is not None:
-                conv.bias.copy_(bias)
-        return conv
+        return self._to_conv()
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, *, amplitude: bool = True, learn="all", backend: str = "auto",
@@ -445,36 +609,136 @@ class GaborConv2d(nn.Module):
                           seconds=fit.seconds if fit is not None else 0.0)
         return module, report
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_cache"] = None
-        state.pop("_warned", None)
-        return state
 
-    def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        # The nn.Conv2d part is formatted exactly as nn.Conv2d formats it (strings unquoted).
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        if self.has_amplitude:
-            s += ", amplitude=True"
-        if self.learn != self._names():
-            s += f", learn={self.learn}"
-        if self.zero_mean:
-            s += ", zero_mean=True"
-        if self.backend != "auto":
-            s += f", backend={self.backend!r}"
-        if self.output != "real":
-            s += f", output={self.output!r}"
-        return s
+
+class GaborConv1d(_GaborConvNd):
+    r"""A 1-D convolution whose kernels are Gabor filters with learnable parameters.
+
+    Takes every argument of :class:`torch.nn.Conv1d` with the same meaning and gives its output
+    with ``.weight`` as the weight; the free weight is replaced by ``(sigma, lambd, psi)`` per
+    filter, each ``(out_channels, in_channels // groups)``, the kernel being
+    ``exp(-x^2 / (2 sigma^2)) cos(2 pi x / lambd + psi)`` with ``x = i - (k-1)/2``
+    (:func:`~gaborlayer.gabor_kernel1d`). Everything else is as in :class:`GaborConv2d`:
+    ``sigma = exp(log_sigma) > 0`` and ``lambd = 2 + exp(log_lambd_excess) > 2`` samples by
+    reparameterisation, ``learn=``, ``amplitude=``, ``zero_mean=``, the eval-mode cache, half
+    precision built in float32, :meth:`check_extent`.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        padding_mode, device, dtype: as in :class:`torch.nn.Conv1d`.
+        sigma, lambd, psi: initial values (float or tensor broadcastable to
+            ``(out_channels, in_channels // groups)``); ``None`` takes :func:`classic_bank1d`.
+            Ranges: sigma > 0, lambd > 2.
+        amplitude, learn, zero_mean, backend: as in :class:`GaborConv2d` (``backend``: no
+            ``"triton"`` in 1-D, see :func:`~gaborlayer.functional.resolve_backend`).
+
+    Shape:
+        - Input: ``(B, C_in, L)`` or ``(C_in, L)``
+        - Output: ``(B, C_out, L_out)`` or ``(C_out, L_out)``, as ``nn.Conv1d``.
+
+    Example:
+        >>> conv = GaborConv1d(1, 16, 63, padding="same")
+        >>> conv(torch.randn(2, 1, 400)).shape
+        torch.Size([2, 16, 400])
+        >>> conv.weight.shape, conv.lambd.shape
+        (torch.Size([16, 1, 63]), torch.Size([16, 1]))
+    """
+
+    _dims = 1
+    _gabor_names = _checks.PARAM_NAMES_1D
+    _conv_class = nn.Conv1d
+    _conv = staticmethod(F.conv1d)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
+                 sigma=None, lambd=None, psi=None, amplitude=None, learn="all", zero_mean: bool = False,
+                 backend: str = "auto"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype, dict(sigma=sigma, lambd=lambd, psi=psi), amplitude, learn, zero_mean, backend)
+
+    def _build_bank(self, params):
+        return _bank1d(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+
+    def _initial_bank(self, shape):
+        return classic_bank1d(*shape, self.kernel_size, dtype=torch.float64)
+
+    def _half_extents(self, values):
+        return (EXTENT_SIGMAS * values["sigma"],)
+
+    def to_conv1d(self) -> nn.Conv1d:
+        """A plain ``nn.Conv1d`` holding the current bank, with the same output."""
+        return self._to_conv()
+
+
+class GaborConv3d(_GaborConvNd):
+    r"""A 3-D convolution whose kernels are Gabor filters with learnable parameters.
+
+    Takes every argument of :class:`torch.nn.Conv3d` with the same meaning and gives its output
+    with ``.weight`` as the weight; the free weight is replaced by ``(theta, phi, sigma, lambd,
+    gamma, psi)`` per filter, each ``(out_channels, in_channels // groups)``: the wave runs along
+    ``u = (cos phi cos theta, cos phi sin theta, sin phi)`` in ``(x, y, z)`` (azimuth theta,
+    elevation phi) and the envelope is ``sigma`` wide along ``u``, ``sigma / gamma`` across it
+    (:func:`~gaborlayer.gabor_kernel3d`; the layout is ``(kd, kh, kw) = (z, y, x)``). Everything
+    else is as in :class:`GaborConv2d`: ``sigma``, ``gamma > 0`` and ``lambd > 2`` voxels by
+    reparameterisation, ``learn=``, ``amplitude=``, ``zero_mean=``, the eval-mode cache, half
+    precision built in float32, :meth:`check_extent`.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        padding_mode, device, dtype: as in :class:`torch.nn.Conv3d`.
+        theta, phi, sigma, lambd, gamma, psi: initial values (float or tensor broadcastable to
+            ``(out_channels, in_channels // groups)``); ``None`` takes :func:`classic_bank3d`.
+            Ranges: sigma > 0, gamma > 0, lambd > 2.
+        amplitude, learn, zero_mean, backend: as in :class:`GaborConv2d` (``backend``: no
+            ``"triton"`` in 3-D, see :func:`~gaborlayer.functional.resolve_backend`).
+
+    Shape:
+        - Input: ``(B, C_in, D, H, W)`` or ``(C_in, D, H, W)``
+        - Output: ``(B, C_out, D_out, H_out, W_out)`` or ``(C_out, D_out, H_out, W_out)``, as ``nn.Conv3d``.
+
+    Example:
+        >>> conv = GaborConv3d(1, 8, 5, padding=2)
+        >>> conv(torch.randn(2, 1, 12, 12, 12)).shape
+        torch.Size([2, 8, 12, 12, 12])
+        >>> conv.weight.shape, conv.phi.shape
+        (torch.Size([8, 1, 5, 5, 5]), torch.Size([8, 1]))
+    """
+
+    _dims = 3
+    _gabor_names = _checks.PARAM_NAMES_3D
+    _conv_class = nn.Conv3d
+    _conv = staticmethod(F.conv3d)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
+                 theta=None, phi=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
+                 zero_mean: bool = False, backend: str = "auto"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype, dict(theta=theta, phi=phi, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi),
+                         amplitude, learn, zero_mean, backend)
+
+    def _build_bank(self, params):
+        return _bank3d(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+
+    def _initial_bank(self, shape):
+        return classic_bank3d(*shape, self.kernel_size, dtype=torch.float64)
+
+    def _half_extents(self, values):
+        along = EXTENT_SIGMAS * values["sigma"]
+        across = along / values["gamma"]
+        theta, phi = values["theta"], values["phi"]
+        u = (torch.sin(phi), torch.cos(phi) * torch.sin(theta), torch.cos(phi) * torch.cos(theta))  # (z, y, x)
+        # the box around an ellipsoid of revolution: sqrt(along^2 u_i^2 + across^2 (1 - u_i^2)) per axis
+        return tuple(torch.sqrt((along * c) ** 2 + across ** 2 * (1 - c * c).clamp_min(0)) for c in u)
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        """Aspect ratio (the envelope is ``sigma / gamma`` wide across the wave), always > 0."""
+        return self._constrained("gamma")
+
+    def to_conv3d(self) -> nn.Conv3d:
+        """A plain ``nn.Conv3d`` holding the current bank, with the same output."""
+        return self._to_conv()
 
 
 def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> dict[str, GaborConv2d]:

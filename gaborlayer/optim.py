@@ -13,7 +13,7 @@ import numbers
 import torch.nn as nn
 
 #: The default factor on the learning rate of the Gabor parameters; see ``docs/movement.md``.
-GABOR_LR_SCALE = 10.0
+GABOR_LR_SCALE = 3.0
 
 
 def _is_gabor_layer(module: nn.Module) -> bool:
@@ -45,7 +45,7 @@ def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, 
         >>> model = nn.Sequential(GaborConv2d(3, 8, 7), nn.ReLU(), nn.Conv2d(8, 4, 3))
         >>> groups = param_groups(model, lr=1e-3)
         >>> [(g["name"], len(g["params"]), g["lr"]) for g in groups]
-        [('gabor', 5, 0.01), ('other', 3, 0.001)]
+        [('gabor', 5, 0.003), ('other', 3, 0.001)]
         >>> opt = torch.optim.Adam(groups)
     """
     if not isinstance(model, nn.Module):

@@ -122,3 +122,18 @@ def pytest_runtest_makereport(item, call):
 
 
 PI = math.pi
+
+
+# -- 1-D and 3-D parameters (tests/test_nd.py) ------------------------------------------------
+NAMES_1D = ("sigma", "lambd", "psi")
+NAMES_3D = ("theta", "phi", "sigma", "lambd", "gamma", "psi")
+RANGES_ND = {**RANGES, "phi": (-60.0, 60.0)}
+
+
+@st.composite
+def nd_params(draw, names, n_max: int = 3, dtype=torch.float64, ranges=None):
+    """One tensor ``(N,)`` per name in ``names``, values in ``RANGES_ND`` (or the given ranges)."""
+    ranges = {**RANGES_ND, **(ranges or {})}
+    n = draw(st.integers(1, n_max))
+    return tuple(torch.tensor(draw(st.lists(_floats(*ranges[k]), min_size=n, max_size=n)), dtype=dtype)
+                 for k in names)
