@@ -34,13 +34,13 @@ _STORAGE = {
     "psi": ("psi", lambda v: v, lambda r: r),
     "amplitude": ("amplitude", lambda v: v, lambda r: r),
 }
-# A filter is "cut" when its envelope's EXTENT_SIGMAS-sigma ellipse leaves the kernel, and "near
-# Nyquist" when lambd < NYQUIST_MARGIN * LAMBD_FLOOR: either warns once (GaborTruncationWarning).
+# A filter is "cut" when its envelope's CUT_SIGMAS contour leaves the kernel (the envelope is above
+# 4.4% of its peak at the edge: a visible step), and "near Nyquist" when lambd < NYQUIST_MARGIN *
+# LAMBD_FLOOR; either warns once (GaborTruncationWarning). The suggested kernel and the initial banks
+# hold the EXTENT_SIGMAS contour (1.1%), so sigma can grow by a fifth in training before a warning.
+CUT_SIGMAS = 2.5
 EXTENT_SIGMAS = 3.0
 NYQUIST_MARGIN = 1.1
-# The initial banks keep 3 sigma within 3/4 of the kernel's half-size: sigma can grow by a third
-# in training before the first warning.
-INIT_HEADROOM = 4 / 3
 _UNITS = {1: "samples", 2: "px", 3: "voxels"}
 
 
@@ -54,11 +54,11 @@ _INIT_BOUNDS = {"sigma": (0.0, False), "gamma": (0.0, False), "lambd": (LAMBD_FL
 
 def _scales(index: torch.Tensor, n_scales: int, kernel_size) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lambd, sigma)`` for scale ``index`` of ``n_scales``: wavelengths geometric from 2.5 to half the
-    smaller kernel side, ``sigma = 0.56 lambd`` (one octave) capped at an eighth of that side, so that
-    3 sigma fits the kernel with a third to spare."""
+    smaller kernel side, ``sigma = 0.56 lambd`` (one octave) capped at a sixth of that side, so that
+    3 sigma fits the kernel."""
     lo, hi = 2.5, max(2.5, min(kernel_size) / 2)
     lambd = lo * (hi / lo) ** (index / max(n_scales - 1, 1))
-    return lambd, torch.clamp(0.56 * lambd, max=min(kernel_size) / (2 * EXTENT_SIGMAS * INIT_HEADROOM))
+    return lambd, torch.clamp(0.56 * lambd, max=min(kernel_size) / (2 * EXTENT_SIGMAS))
 
 
 def _per_filter(values: dict, out_channels: int, in_per_group: int, dtype, device) -> dict:
@@ -72,8 +72,8 @@ def classic_bank(out_channels: int, in_per_group: int, kernel_size: tuple[int, i
     phase ``0`` or ``-pi/2`` (even / odd filter) alternating every ``n`` channels, and a scale
     cycling every ``2n`` channels. Scales are spread geometrically over wavelengths from 2.5 pixels
     up to half the smaller kernel side, with ``sigma = 0.56 lambd`` (a one-octave bandwidth) capped
-    at an eighth of the smaller kernel side, so that the envelope's 3-sigma extent fits the kernel
-    with room for sigma to grow by a third in training (no :class:`GaborTruncationWarning`), and
+    at a sixth of the smaller kernel side, so that the envelope's 3-sigma extent fits the kernel
+    (sigma can grow by a fifth in training before a :class:`GaborTruncationWarning`), and
     ``gamma = 1``. Every input channel of an output
     channel gets the same filter.
 
@@ -100,7 +100,7 @@ def classic_bank1d(out_channels: int, in_per_group: int, kernel_size: tuple[int]
     Output channel ``o`` gets phase ``0`` (even) for even ``o`` and ``-pi/2`` (odd) for odd ``o``,
     and scale ``(o // 2) mod n`` of ``n = ceil(out_channels / 2)`` scales, spread as in
     :func:`classic_bank` (wavelengths geometric from 2.5 samples to half the kernel,
-    ``sigma = 0.56 lambd`` capped at an eighth of the kernel).
+    ``sigma = 0.56 lambd`` capped at a sixth of the kernel).
 
     Returns:
         dict of three tensors ``(out_channels, in_per_group)``: ``sigma``, ``lambd``, ``psi``.
@@ -215,8 +215,8 @@ class _GaborConvNd(nn.Module):
         """The default initial values, float64 tensors of ``shape``, one per ``_gabor_names``."""
         raise NotImplementedError
 
-    def _half_extents(self, values: dict) -> tuple[torch.Tensor, ...]:
-        """Per kernel axis, the half-extent of each filter's ``EXTENT_SIGMAS`` envelope (float64)."""
+    def _half_extents(self, values: dict, n_sigma: float) -> tuple[torch.Tensor, ...]:
+        """Per kernel axis, the half-extent of each filter's ``n_sigma`` envelope contour (float64)."""
         raise NotImplementedError
 
     # -- construction helpers -------------------------------------------------------------
@@ -335,9 +335,10 @@ class _GaborConvNd(nn.Module):
     def check_extent(self, warn: bool = True) -> dict:
         """Look for filters whose envelope the kernel cuts off, or whose wavelength nears Nyquist.
 
-        A filter is cut when the ``3 sigma`` contour of its envelope (semi-axes ``3 sigma`` along
-        the wave and ``3 sigma / gamma`` across it, oriented by the angles) reaches beyond the
-        kernel's edge; it is near Nyquist when ``lambd < 2.2`` samples (10% above the floor of 2).
+        A filter is cut when the ``2.5 sigma`` contour of its envelope (semi-axes ``2.5 sigma``
+        along the wave and ``2.5 sigma / gamma`` across it, oriented by the angles) reaches beyond
+        the kernel's edge, where the envelope is then above 4.4% of its peak; it is near Nyquist
+        when ``lambd < 2.2`` samples (10% above the floor of 2).
         Called on construction, ``reset_parameters``, ``load_state_dict`` and every ``train()`` /
         ``eval()``; the first time each kind of problem shows, a :class:`GaborTruncationWarning`
         names the filter and the numbers (once per module; silence it with :mod:`warnings` filters).
@@ -351,12 +352,12 @@ class _GaborConvNd(nn.Module):
             return {}
         with torch.no_grad():
             values = {n: self._constrained(n).detach().double().cpu() for n in self._gabor_names}
-        halves = self._half_extents(values)
+        halves = self._half_extents(values, CUT_SIGMAS)
         lambd = values["lambd"]
         cut = torch.zeros_like(lambd, dtype=torch.bool)
         for half, k in zip(halves, self.kernel_size):
             cut |= half > k / 2 * (1 + 1e-6)  # exactly at the edge (then rounded in float32) is not cut
-        suggested = tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in halves)
+        suggested = tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in self._half_extents(values, EXTENT_SIGMAS))
         report = {"cut": cut, "near_nyquist": lambd < NYQUIST_MARGIN * LAMBD_FLOOR, "suggested_kernel_size": suggested}
         if not warn:
             return report
@@ -375,7 +376,7 @@ class _GaborConvNd(nn.Module):
                 extent = " x ".join(f"{2 * h[o, i]:.1f}" for h in halves)
                 hint = " (gaborlayer.suggest_kernel_size)" if self._dims == 2 else ""
                 message = (f"{where} have an envelope cut off by kernel_size={self.kernel_size}, e.g. filter "
-                           f"[{o}, {i}] ({shown}) reaches {extent} {unit} at {EXTENT_SIGMAS:g} sigma; "
+                           f"[{o}, {i}] ({shown}) reaches {extent} {unit} at {CUT_SIGMAS:g} sigma; "
                            f"kernel_size={suggested} would hold every filter{hint}")
             else:
                 message = (f"{where} have lambd within {NYQUIST_MARGIN - 1:.0%} of the Nyquist floor "
@@ -519,8 +520,8 @@ class GaborConv2d(_GaborConvNd):
     def _initial_bank(self, shape):
         return classic_bank(*shape, self.kernel_size, dtype=torch.float64)
 
-    def _half_extents(self, values):
-        return envelope_extent(values["theta"], values["sigma"], values["gamma"], n_sigma=EXTENT_SIGMAS)
+    def _half_extents(self, values, n_sigma):
+        return envelope_extent(values["theta"], values["sigma"], values["gamma"], n_sigma=n_sigma)
 
     @property
     def gamma(self) -> torch.Tensor:
@@ -662,8 +663,8 @@ class GaborConv1d(_GaborConvNd):
     def _initial_bank(self, shape):
         return classic_bank1d(*shape, self.kernel_size, dtype=torch.float64)
 
-    def _half_extents(self, values):
-        return (EXTENT_SIGMAS * values["sigma"],)
+    def _half_extents(self, values, n_sigma):
+        return (n_sigma * values["sigma"],)
 
     def to_conv1d(self) -> nn.Conv1d:
         """A plain ``nn.Conv1d`` holding the current bank, with the same output."""
@@ -723,8 +724,8 @@ class GaborConv3d(_GaborConvNd):
     def _initial_bank(self, shape):
         return classic_bank3d(*shape, self.kernel_size, dtype=torch.float64)
 
-    def _half_extents(self, values):
-        along = EXTENT_SIGMAS * values["sigma"]
+    def _half_extents(self, values, n_sigma):
+        along = n_sigma * values["sigma"]
         across = along / values["gamma"]
         theta, phi = values["theta"], values["phi"]
         u = (torch.sin(phi), torch.cos(phi) * torch.sin(theta), torch.cos(phi) * torch.cos(theta))  # (z, y, x)

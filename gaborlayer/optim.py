@@ -44,8 +44,8 @@ def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, 
         >>> from gaborlayer import GaborConv2d
         >>> model = nn.Sequential(GaborConv2d(3, 8, 7), nn.ReLU(), nn.Conv2d(8, 4, 3))
         >>> groups = param_groups(model, lr=1e-3)
-        >>> [(g["name"], len(g["params"]), g["lr"]) for g in groups]
-        [('gabor', 5, 0.003), ('other', 3, 0.001)]
+        >>> {g["name"]: (len(g["params"]), g["lr"]) for g in groups}
+        {'gabor': (5, 0.003), 'other': (3, 0.001)}
         >>> opt = torch.optim.Adam(groups)
     """
     if not isinstance(model, nn.Module):

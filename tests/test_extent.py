@@ -64,7 +64,7 @@ def test_warns_once_per_kind_naming_the_filter():
         m.log_sigma[2, 0] = math.log(3.0)
     with pytest.warns(GaborTruncationWarning, match=r"GaborConv2d: 1 of 4 filters have an envelope cut off by "
                       r"kernel_size=\(7, 7\), e\.g\. filter \[2, 0\] \(theta=.*, sigma=3, gamma=1\) reaches "
-                      r"18\.0 x 18\.0 px at 3 sigma; kernel_size=\(19, 19\) would hold every filter"):
+                      r"15\.0 x 15\.0 px at 2\.5 sigma; kernel_size=\(19, 19\) would hold every filter"):
         m.train()
     with warnings.catch_warnings():
         warnings.simplefilter("error", GaborTruncationWarning)

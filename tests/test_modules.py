@@ -183,7 +183,7 @@ def test_classic_bank():
     torch.testing.assert_close(theta.unique(), torch.arange(8, dtype=torch.float64) * math.pi / 8)
     torch.testing.assert_close(psi.unique(), torch.tensor([-math.pi / 2, 0.0], dtype=torch.float64))
     assert len(lambd.unique()) == 2 and lambd.min() > 2 and lambd.max() <= 9 / 2 + 1e-5
-    torch.testing.assert_close(sigma, torch.clamp(0.56 * lambd, max=9 / 8))  # one octave, 3 sigma inside
+    torch.testing.assert_close(sigma, torch.clamp(0.56 * lambd, max=9 / 6))  # one octave, 3 sigma inside
     assert (gamma == 1).all()
     assert not m.check_extent()["cut"].any()
     # Each (orientation, phase, scale) combination appears exactly once.

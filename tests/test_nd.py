@@ -509,7 +509,7 @@ def test_classic_initial_banks():
 
 def test_truncation_warning_names_the_filter():
     with pytest.warns(gaborlayer.GaborTruncationWarning, match=r"GaborConv1d: 1 of 2 filters have an envelope cut off "
-                      r"by kernel_size=\(11,\), e\.g\. filter \[1, 0\] \(sigma=4\) reaches 24\.0 samples at 3 sigma; "
+                      r"by kernel_size=\(11,\), e\.g\. filter \[1, 0\] \(sigma=4\) reaches 20\.0 samples at 2\.5 sigma; "
                       r"kernel_size=\(25,\) would hold every filter"):
         GaborConv1d(1, 2, 11, sigma=torch.tensor([[1.0], [4.0]]))
     # an envelope long along x (3 sigma = 4.2) and short across (1.05) fits a flat kernel only along x
@@ -517,7 +517,7 @@ def test_truncation_warning_names_the_filter():
     assert report["cut"].tolist() == [[False]] and report["suggested_kernel_size"] == (3, 3, 9)
     tilted = GaborConv3d(1, 1, (3, 9, 9), theta=0.0, phi=math.pi / 2, sigma=1.4, gamma=4.0, learn="none")
     assert tilted.check_extent(warn=False)["suggested_kernel_size"] == (9, 3, 3)
-    with pytest.warns(gaborlayer.GaborTruncationWarning, match=r"GaborConv3d: .* reaches 18\.0 x 6\.0 x 6\.0 voxels"):
+    with pytest.warns(gaborlayer.GaborTruncationWarning, match=r"GaborConv3d: .* reaches 15\.0 x 5\.0 x 5\.0 voxels"):
         GaborConv3d(1, 1, 7, theta=0.0, phi=math.pi / 2, sigma=3.0, gamma=3.0)
 
 
