@@ -130,13 +130,6 @@ def _checked_params(names: tuple[str, ...], args) -> list[torch.Tensor]:
     return _checks.broadcast(values)
 
 
-def _quadrature_bank(theta, sigma, lambd, gamma, psi, kh: int, kw: int, **kwargs) -> torch.Tensor:
-    """The even/odd pair ``(2, *S, kh, kw)``: phases ``psi`` and ``psi - pi/2``, so that
-    ``even + 1j * odd`` is the complex Gabor filter ``E exp(i phase)``. Unchecked, like ``_bank``."""
-    pair = [torch.stack([p, p]) for p in (theta, sigma, lambd, gamma)]
-    return _bank(*pair, torch.stack([psi, psi - math.pi / 2]), kh, kw, **kwargs)
-
-
 def _check_output(output: str) -> str:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -151,18 +144,25 @@ def _pair_bias(bias: torch.Tensor | None, output: str) -> torch.Tensor | None:
     return torch.cat([bias, torch.zeros_like(bias)])
 
 
-def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None) -> torch.Tensor:
-    """From the paired convolution's output ``(..., 2 C, H, W)`` (even, then odd channels) to the
-    requested output."""
+def _quadrature_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Parameters ``(2, *S)`` of the even/odd pairs from parameters ``(*S)`` whose last is psi: the
+    phases ``psi`` and ``psi - pi/2``, so that ``even + 1j * odd`` is ``E exp(i phase)``."""
+    *shared, psi = params
+    return [torch.stack([p, p]) for p in shared] + [torch.stack([psi, psi - math.pi / 2])]
+
+
+def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims: int = 2) -> torch.Tensor:
+    """From the paired convolution's output ``(..., 2 C, *spatial)`` (even, then odd channels,
+    ``dims`` spatial axes) to the requested output."""
     if output == "quadrature":
         return paired
-    even, odd = paired.chunk(2, dim=-3)
+    even, odd = paired.chunk(2, dim=-(dims + 1))
     if output == "complex":
         if even.dtype not in (torch.float32, torch.float64):  # no complex half: compute in float32
             even, odd = even.float(), odd.float()
         return torch.complex(even, odd)
     magnitude = QuadratureMagnitude.apply(even, odd)
-    return magnitude if bias is None else magnitude + bias.to(magnitude.dtype)[:, None, None]
+    return magnitude if bias is None else magnitude + bias.to(magnitude.dtype).reshape(-1, *(1,) * dims)
 
 
 def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from . import _checks
 from .fit import GaborFit, fit_kernel
-from .functional import (OUTPUTS, _bank, _bank1d, _bank3d, _combine, _pair_bias, _quadrature_bank, envelope_extent,
+from .functional import (OUTPUTS, _bank, _bank1d, _bank3d, _combine, _pair_bias, _quadrature_params, envelope_extent,
                          resolve_backend)
 
 PARAM_NAMES = _checks.PARAM_NAMES
@@ -291,7 +291,8 @@ class _GaborConvNd(nn.Module):
         compute = torch.promote_types(stored[0].dtype, torch.float32)
         params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(self._names(), stored)]
         n_gabor = len(self._gabor_names)
-        bank = self._build_bank(params[:n_gabor])
+        gabor = params[:n_gabor] if self.output == "real" else _quadrature_params(params[:n_gabor])
+        bank = self._build_bank(gabor)
         if self.has_amplitude:
             bank = bank * params[n_gabor].reshape(*params[n_gabor].shape, *(1,) * self._dims)
         return bank.reshape(-1, *bank.shape[-(self._dims + 1):]).to(stored[0].dtype)
@@ -396,7 +397,7 @@ class _GaborConvNd(nn.Module):
         if self.output == "real":
             return self._conv_forward(input, self.weight, self.bias)
         paired = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
-        return _combine(paired, self.output, self.bias if self.output == "magnitude" else None)
+        return _combine(paired, self.output, self.bias if self.output == "magnitude" else None, self._dims)
 
     # -- interop ---------------------------------------------------------------------------
     def _to_conv(self) -> nn.Module:
@@ -514,8 +515,7 @@ class GaborConv2d(_GaborConvNd):
                          learn, zero_mean, backend, output)
 
     def _build_bank(self, params):
-        build = _bank if self.output == "real" else _quadrature_bank
-        return build(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
+        return _bank(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
 
     def _initial_bank(self, shape):
         return classic_bank(*shape, self.kernel_size, dtype=torch.float64)
@@ -630,8 +630,9 @@ class GaborConv1d(_GaborConvNd):
         sigma, lambd, psi: initial values (float or tensor broadcastable to
             ``(out_channels, in_channels // groups)``); ``None`` takes :func:`classic_bank1d`.
             Ranges: sigma > 0, lambd > 2.
-        amplitude, learn, zero_mean, backend: as in :class:`GaborConv2d` (``backend``: no
-            ``"triton"`` in 1-D, see :func:`~gaborlayer.functional.resolve_backend`).
+        amplitude, learn, zero_mean, backend, output: as in :class:`GaborConv2d` (``backend``: no
+            ``"triton"`` in 1-D, see :func:`~gaborlayer.functional.resolve_backend`; ``output``:
+            e.g. ``"magnitude"``, the envelope of a band, as learnable audio front ends use).
 
     Shape:
         - Input: ``(B, C_in, L)`` or ``(C_in, L)``
@@ -649,13 +650,15 @@ class GaborConv1d(_GaborConvNd):
     _gabor_names = _checks.PARAM_NAMES_1D
     _conv_class = nn.Conv1d
     _conv = staticmethod(F.conv1d)
+    _outputs = OUTPUTS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
                  sigma=None, lambd=None, psi=None, amplitude=None, learn="all", zero_mean: bool = False,
-                 backend: str = "auto"):
+                 backend: str = "auto", output: str = "real"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-                         device, dtype, dict(sigma=sigma, lambd=lambd, psi=psi), amplitude, learn, zero_mean, backend)
+                         device, dtype, dict(sigma=sigma, lambd=lambd, psi=psi), amplitude, learn, zero_mean, backend,
+                         output)
 
     def _build_bank(self, params):
         return _bank1d(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
@@ -690,7 +693,7 @@ class GaborConv3d(_GaborConvNd):
         theta, phi, sigma, lambd, gamma, psi: initial values (float or tensor broadcastable to
             ``(out_channels, in_channels // groups)``); ``None`` takes :func:`classic_bank3d`.
             Ranges: sigma > 0, gamma > 0, lambd > 2.
-        amplitude, learn, zero_mean, backend: as in :class:`GaborConv2d` (``backend``: no
+        amplitude, learn, zero_mean, backend, output: as in :class:`GaborConv2d` (``backend``: no
             ``"triton"`` in 3-D, see :func:`~gaborlayer.functional.resolve_backend`).
 
     Shape:
@@ -709,14 +712,15 @@ class GaborConv3d(_GaborConvNd):
     _gabor_names = _checks.PARAM_NAMES_3D
     _conv_class = nn.Conv3d
     _conv = staticmethod(F.conv3d)
+    _outputs = OUTPUTS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
                  theta=None, phi=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
-                 zero_mean: bool = False, backend: str = "auto"):
+                 zero_mean: bool = False, backend: str = "auto", output: str = "real"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device, dtype, dict(theta=theta, phi=phi, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi),
-                         amplitude, learn, zero_mean, backend)
+                         amplitude, learn, zero_mean, backend, output)
 
     def _build_bank(self, params):
         return _bank3d(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)

@@ -192,3 +192,59 @@ def test_errors_and_repr():
         m.to_conv2d()
     q = GaborConv2d(1, 2, 3, output="quadrature").to_conv2d()
     assert isinstance(q, nn.Conv2d) and q.out_channels == 4
+
+
+# -- the same modes in 1-D and 3-D ---------------------------------------------------------------
+def nd_pair(dims: int, zero_mean: bool):
+    """A complex GaborConv1d/3d and real twins built from its parameters (psi, psi - pi/2)."""
+    from gaborlayer import GaborConv1d, GaborConv3d
+    cls, kernel = (GaborConv1d, 9) if dims == 1 else (GaborConv3d, (3, 5, 4))
+    m = cls(2, 3, kernel, padding=1, padding_mode="reflect", zero_mean=zero_mean, dtype=DT, output="complex")
+    names = m._gabor_names
+
+    def twin(shift):
+        values = {n: getattr(m, n).detach() + (shift if n == "psi" else 0.0) for n in names}
+        return cls(2, 3, kernel, padding=1, padding_mode="reflect", zero_mean=zero_mean, dtype=DT, bias=False,
+                   **values)
+
+    return m, twin(0.0), twin(-math.pi / 2)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+@pytest.mark.parametrize("zero_mean", [False, True])
+def test_nd_modes_are_the_pair_of_real_filters(dims, zero_mean):
+    torch.manual_seed(dims)
+    m, even_m, odd_m = nd_pair(dims, zero_mean)
+    x = torch.randn(2, 2, *(7,) * dims, dtype=DT)
+    even, odd = even_m(x), odd_m(x)
+    bias = m.bias.reshape(-1, *(1,) * dims)
+    torch.testing.assert_close(m(x), torch.complex(even + bias, odd))
+    m.output = "magnitude"
+    torch.testing.assert_close(m(x), torch.hypot(even, odd) + bias)
+    m.output = "quadrature"
+    torch.testing.assert_close(m(x), torch.cat([even + bias, odd], dim=1))
+    torch.testing.assert_close(m._to_conv()(x), m(x))
+    assert m(x[0]).shape == m(x)[0].shape  # unbatched input
+
+
+@settings(max_examples=scaled(60), deadline=None)
+@given(dims=st.sampled_from([1, 3]), output=st.sampled_from(MODES), seed=st.integers(0, 999))
+def test_nd_gradients_of_every_mode_against_numerical(gradient_cases, dims, output, seed):
+    from gaborlayer import GaborConv1d, GaborConv3d
+    torch.manual_seed(seed)
+    cls, kernel, shape = (GaborConv1d, 5, (2, 1, 7)) if dims == 1 else (GaborConv3d, (2, 3, 2), (1, 1, 3, 4, 3))
+    m = cls(1, 2, kernel, padding=1, output=output, dtype=DT, zero_mean=bool(seed % 2))
+    x = torch.randn(shape, dtype=DT, requires_grad=True)
+    if output == "magnitude":
+        with torch.no_grad():
+            even, odd = m._conv_forward(x, m.weight, None).chunk(2, dim=1)
+            assume(bool(torch.hypot(even, odd).min() > 1e-2))
+    names = [n for n, _ in m.named_parameters()]
+    raw = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
+
+    def forward(x, *raw):
+        y = functional_call(m, dict(zip(names, raw)), (x,))
+        return torch.view_as_real(y) if y.is_complex() else y
+
+    assert torch.autograd.gradcheck(forward, (x, *raw))
+    gradient_cases.add()
