@@ -23,14 +23,24 @@ from .functional import (OUTPUTS, _bank, _bank1d, _bank3d, _combine, _pair_bias,
 PARAM_NAMES = _checks.PARAM_NAMES
 LAMBD_FLOOR = 2.0  # pixels: a wavelength below 2 samples aliases (Nyquist)
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# Log-parameters are read through exp(clamp(r, -LOG_LIMIT, LOG_LIMIT)): beyond e^80 ~ 5.5e34 a
+# float32 sigma or gamma would overflow to inf (or underflow to 0) and the bank turn NaN; no
+# training that is going anywhere stores a raw value of 80.
+LOG_LIMIT = 80.0
+
+
+def _bounded_exp(r: torch.Tensor) -> torch.Tensor:
+    return torch.exp(r.clamp(-LOG_LIMIT, LOG_LIMIT))
+
+
 # Where each parameter is stored: (registered name, constrained -> stored, stored -> constrained).
 # Reparameterisation rather than clamping keeps every gradient alive at the bounds.
 _STORAGE = {
     "theta": ("theta", lambda v: v, lambda r: r),
     "phi": ("phi", lambda v: v, lambda r: r),
-    "sigma": ("log_sigma", torch.log, torch.exp),
-    "lambd": ("log_lambd_excess", lambda v: torch.log(v - LAMBD_FLOOR), lambda r: LAMBD_FLOOR + torch.exp(r)),
-    "gamma": ("log_gamma", torch.log, torch.exp),
+    "sigma": ("log_sigma", torch.log, _bounded_exp),
+    "lambd": ("log_lambd_excess", lambda v: torch.log(v - LAMBD_FLOOR), lambda r: LAMBD_FLOOR + _bounded_exp(r)),
+    "gamma": ("log_gamma", torch.log, _bounded_exp),
     "psi": ("psi", lambda v: v, lambda r: r),
     "amplitude": ("amplitude", lambda v: v, lambda r: r),
 }

@@ -233,6 +233,21 @@ def test_constraints_hold_for_any_raw_values(raw):
     assert (m.sigma > 0).all() and (m.gamma > 0).all() and (m.lambd > 2).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("raw", [-1e4, -200.0, -88.0, 88.0, 200.0, 1e4])
+def test_absurd_raw_values_never_give_nan(dtype, raw):
+    """exp of a raw value beyond +-88 overflows float32; the bank must stay finite, and so must
+    every gradient (the log-parameters are read through a clamp at +-80)."""
+    for name in ("log_sigma", "log_lambd_excess", "log_gamma"):
+        m = GaborConv2d(1, 2, 5, padding=2, dtype=dtype)
+        with torch.no_grad():
+            getattr(m, name).fill_(raw)
+        y = m(torch.randn(1, 1, 8, 8, dtype=dtype))
+        y.square().sum().backward()
+        assert torch.isfinite(y).all(), name
+        assert all(torch.isfinite(p.grad).all() for p in m.parameters()), name
+
+
 def test_no_clamping_gradient_alive_at_the_nyquist_floor():
     """A clamp would zero the gradient at lambd = 2; the reparameterisation keeps it."""
     m = GaborConv2d(1, 1, 7, lambd=2.0 + 1e-3, dtype=torch.float64)
