@@ -83,6 +83,17 @@ def extreme_params(draw):
             draw(_floats(-1e6, 1e6)))
 
 
+# -- one thread -------------------------------------------------------------------------------
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Every tensor in the suite is small: on a shared 2-core machine a second OpenMP thread only
+    spins (a 50 us convolution took 50 ms), so the whole session runs on one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # -- counting gradient cases ----------------------------------------------------------------
 class _Counter:
     def __init__(self):

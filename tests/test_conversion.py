@@ -17,14 +17,6 @@ from gaborlayer import GaborConv2d, gabor_kernel2d, replace_conv2d
 from gaborlayer.fit import sample_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def gabor_conv(in_c, out_c, k, seed, groups=1, **kwargs) -> tuple[nn.Conv2d, torch.Tensor]:
     """An nn.Conv2d whose every slice is a Gabor filter times a random gain of random sign."""
     g = torch.Generator().manual_seed(seed)

@@ -29,15 +29,6 @@ DATA = Path(__file__).parent / "data"
 CL = torch.channels_last
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: a second OpenMP thread only spins."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def close64(actual, expected, msg=None):
     """Equal up to float64 rounding (a different summation order, not a different computation)."""
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12, msg=msg)

@@ -32,16 +32,6 @@ NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
 X = torch.randn(2, 2, 9, 9, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is tiny: on a shared 2-core machine a second OpenMP thread only spins
-    (a 50 us convolution takes 50 ms), so run this file on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def exact(actual, expected):
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 

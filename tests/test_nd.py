@@ -31,15 +31,6 @@ sizes_3d = st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5))
 TIGHT = dict(rtol=1e-12, atol=1e-13)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread on the shared machine only spins."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # -- numpy formulas, written independently of the package ------------------------------------
 def numpy_kernel1d(sigma, lambd, psi, k):
     x = np.arange(k) - (k - 1) / 2

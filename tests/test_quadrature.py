@@ -24,14 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def real_twin(m: GaborConv2d, psi_shift: float) -> GaborConv2d:
     """A real-output GaborConv2d with m's parameters and psi + psi_shift, built from scratch."""
     return GaborConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
