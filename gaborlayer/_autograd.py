@@ -19,9 +19,10 @@ TWO_PI = 2 * math.pi
 def _terms(theta, sigma, lambd, gamma, psi, kh, kw):
     """Shared intermediates, each broadcast to ``(N, kh, kw)``.
 
-    ``a = x'/sigma`` and ``b = gamma y'/sigma`` are the envelope's scaled coordinates. They are
-    formed by dividing the coordinate (bounded by the kernel size) by sigma, never by multiplying
-    with 1/sigma**2, so a tiny sigma gives an envelope of exact zeros instead of 0 * inf = NaN.
+    ``a = x'/sigma`` and ``b = gamma c`` with ``c = y'/sigma`` are the envelope's scaled
+    coordinates. They are formed by dividing the coordinate (bounded by the kernel size) by sigma,
+    never by multiplying with 1/sigma**2, so a tiny sigma gives an envelope of exact zeros instead
+    of 0 * inf = NaN.
     """
     y, x = sampling_grid(kh, kw, theta.dtype, theta.device)
     theta, sigma, lambd, gamma, psi = (p[:, None, None] for p in (theta, sigma, lambd, gamma, psi))
@@ -29,10 +30,11 @@ def _terms(theta, sigma, lambd, gamma, psi, kh, kw):
     x_rot = x * cos_t + y * sin_t
     y_rot = y * cos_t - x * sin_t
     a = x_rot / sigma
-    b = gamma * y_rot / sigma
+    c = y_rot / sigma
+    b = gamma * c
     envelope = torch.exp(-0.5 * (a * a + b * b))
     phase = TWO_PI * (x_rot / lambd) + psi
-    return x_rot, y_rot, a, b, envelope, phase
+    return x_rot, y_rot, a, b, c, envelope, phase
 
 
 class GaborKernel2d(torch.autograd.Function):
@@ -55,7 +57,7 @@ class GaborKernel2d(torch.autograd.Function):
     def backward(ctx, grad):
         theta, sigma, lambd, gamma, psi = ctx.saved_tensors
         need = ctx.needs_input_grad
-        x_rot, y_rot, a, b, envelope, phase = _terms(theta, sigma, lambd, gamma, psi, *ctx.size)
+        x_rot, y_rot, a, b, c, envelope, phase = _terms(theta, sigma, lambd, gamma, psi, *ctx.size)
         # Where the envelope has underflowed to 0 every term is 0; zeroing a and b there keeps
         # products such as a * b (which may overflow for a tiny sigma) from turning 0 into NaN.
         alive = envelope > 0
@@ -72,7 +74,7 @@ class GaborKernel2d(torch.autograd.Function):
         if need[0]:
             # dK/dtheta = K * a b (gamma - 1/gamma) - E sin(phase) * 2 pi y'/lambd, with a b / gamma
             # summed as a y'/sigma: 1/gamma overflows for a subnormal gamma, y'/sigma (masked) does not.
-            c = torch.where(alive, y_rot / sigma[:, None, None], 0.0)
+            c = torch.where(alive, c, 0.0)
             g_cos_a = g_cos * a
             d_theta = (total(g_cos_a * b) * gamma - total(g_cos_a * c)
                        - total(g_sin * y_rot) * (TWO_PI / lambd))
