@@ -51,7 +51,9 @@ class GaborKernel2d(torch.autograd.Function):
     @staticmethod
     def forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
         *_, envelope, phase = _terms(theta, sigma, lambd, gamma, psi, kh, kw)
-        return (envelope * torch.cos(phase)).t().contiguous().view(theta.shape[0], kh, kw)
+        # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
+        # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
+        return (envelope * torch.cos(phase)).t().reshape(-1).view(theta.shape[0], kh, kw)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -163,6 +163,18 @@ def test_parameter_shapes_and_weight():
     assert {n for n, _ in m.named_parameters()} == {*RAW_NAMES, "bias"}
 
 
+@pytest.mark.parametrize("in_channels, out_channels, kernel_size", [(2, 1, 1), (1, 2, 1), (3, 4, 1), (1, 1, 1),
+                                                                    (2, 1, 3), (3, 4, (1, 5)), (1, 3, (5, 1))])
+def test_weight_has_the_strides_of_nn_conv2d(in_channels, out_channels, kernel_size):
+    """Equal values are not enough: with odd strides on size-1 dims a 1 x 1 bank reads as
+    channels_last, and F.conv2d then picks another kernel whose output differs in the last bit."""
+    m = GaborConv2d(in_channels, out_channels, kernel_size)
+    ref = nn.Conv2d(in_channels, out_channels, kernel_size)
+    assert m.weight.stride() == ref.weight.stride()
+    x = torch.randn(2, in_channels, 6, 6)
+    exact(m(x), conv2d_twin(m)(x))
+
+
 def test_classic_bank():
     """Orientations evenly over [0, pi), even and odd phases, a few scales with lambd tied to sigma."""
     m = GaborConv2d(3, 32, 9)
