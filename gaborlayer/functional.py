@@ -137,9 +137,11 @@ def _check_output(output: str) -> str:
 
 
 def _pair_bias(bias: torch.Tensor | None, output: str) -> torch.Tensor | None:
-    """The bias of the paired convolution: on the even half for complex / quadrature output;
-    none for magnitude, where it is added after (:func:`_combine`)."""
-    if bias is None or output == "magnitude":
+    """The bias of the convolution for ``output``: itself for real output, on the even half for
+    complex / quadrature output, none for magnitude (:func:`_combine` adds it after)."""
+    if bias is None or output == "real":
+        return bias
+    if output == "magnitude":
         return None
     return torch.cat([bias, torch.zeros_like(bias)])
 
@@ -152,9 +154,10 @@ def _quadrature_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims: int = 2) -> torch.Tensor:
-    """From the paired convolution's output ``(..., 2 C, *spatial)`` (even, then odd channels,
-    ``dims`` spatial axes) to the requested output."""
-    if output == "quadrature":
+    """From the output of the convolution with :func:`_pair_bias`'s bias (for the pair modes
+    ``(..., 2 C, *spatial)``, even then odd channels, ``dims`` spatial axes) to the requested
+    output; ``bias`` is the layer's own, added here only to the magnitude."""
+    if output in ("real", "quadrature"):
         return paired
     even, odd = paired.chunk(2, dim=-(dims + 1))
     if output == "complex":
@@ -201,11 +204,8 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
         torch.Size([4])
     """
     kh, kw = _checks.pair(size, "size")
-    values = dict(zip(_checks.PARAM_NAMES, (theta, sigma, lambd, gamma, psi)))
-    tensors = _checks.as_param_tensors(values)
-    values = dict(zip(_checks.PARAM_NAMES, tensors))
-    _checks.check_values(values, _LOWER_BOUNDS)
-    return _bank(*_checks.broadcast(values), kh, kw, zero_mean=zero_mean, backend=backend)
+    params = _checked_params(_checks.PARAM_NAMES, (theta, sigma, lambd, gamma, psi))
+    return _bank(*params, kh, kw, zero_mean=zero_mean, backend=backend)
 
 
 def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
@@ -241,16 +241,15 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
         torch.complex64
     """
     _check_output(output)
-    weight = gabor_kernel2d(theta, sigma, lambd, gamma, psi, kernel_size, zero_mean=zero_mean, backend=backend)
-    if weight.dim() != 4:
-        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(weight.shape[:-2])}")
-    if output == "real":
-        return F.conv2d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
-    odd_psi = psi - math.pi / 2 if isinstance(psi, torch.Tensor) else _checks.real(psi, "psi") - math.pi / 2
-    odd = gabor_kernel2d(theta, sigma, lambd, gamma, odd_psi, kernel_size, zero_mean=zero_mean, backend=backend)
-    paired = F.conv2d(input, torch.cat([weight, odd]).to(input.dtype), _pair_bias(bias, output), stride, padding,
-                      dilation, groups)
-    return _combine(paired, output, bias if output == "magnitude" else None)
+    kh, kw = _checks.pair(kernel_size, "kernel_size")
+    params = _checked_params(_checks.PARAM_NAMES, (theta, sigma, lambd, gamma, psi))
+    if params[0].dim() != 2:
+        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(params[0].shape)}")
+    if output != "real":
+        params = _quadrature_params(params)  # (2, C_out, C_in // groups): the even filters, then the odd
+    weight = _bank(*params, kh, kw, zero_mean=zero_mean, backend=backend).reshape(-1, params[0].shape[-1], kh, kw)
+    y = F.conv2d(input, weight.to(input.dtype), _pair_bias(bias, output), stride, padding, dilation, groups)
+    return _combine(y, output, bias)
 
 
 def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
@@ -422,8 +421,12 @@ def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int,
         >>> suggest_kernel_size(0.0, 2.0, 0.5), suggest_kernel_size(None, 2.0, 1.0)
         ((25, 13), (13, 13))
     """
-    half_h, half_w = envelope_extent(theta, sigma, gamma, n_sigma)
-    return tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in (half_h, half_w))
+    return _odd_sizes_holding(envelope_extent(theta, sigma, gamma, n_sigma))
+
+
+def _odd_sizes_holding(half_extents) -> tuple[int, ...]:
+    """Per axis, the smallest odd number of taps ``k`` with ``k / 2 >=`` every half-extent."""
+    return tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in half_extents)
 
 
 def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:

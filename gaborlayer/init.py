@@ -9,7 +9,7 @@ import torch
 
 from . import _checks
 from .functional import _bank
-from .modules import _INIT_BOUNDS, classic_bank
+from .modules import _GaborConvNd, classic_bank
 
 
 def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=None, psi=None,
@@ -46,15 +46,7 @@ def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=No
     gain = _checks.real(gain, "gain")
     out_c, in_per_group, kh, kw = tensor.shape
     shape = (out_c, in_per_group)
-    given = {k: v for k, v in dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi).items() if v is not None}
-    values = dict(zip(given, _checks.as_param_tensors(given, dtype=torch.float64, device="cpu")))
-    for name, value in values.items():
-        try:
-            values[name] = torch.broadcast_to(value.detach(), shape)
-        except RuntimeError:
-            raise ValueError(f"{name} must be broadcastable to (out_channels, in_channels // groups) = {shape}, "
-                             f"got shape {tuple(value.shape)}") from None
-    _checks.check_values(values, _INIT_BOUNDS)
+    values = _GaborConvNd._check_init(dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi), shape)
     values = {**classic_bank(out_c, in_per_group, (kh, kw), dtype=torch.float64), **values}
     # Built in float32 at least and rounded, as GaborConv2d builds its bank (its .weight is the same).
     compute = torch.promote_types(tensor.dtype, torch.float32)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from . import _checks
 from .fit import GaborFit, fit_kernel
-from .functional import (OUTPUTS, _bank, _bank1d, _bank3d, _combine, _pair_bias, _quadrature_params, envelope_extent,
-                         resolve_backend)
+from .functional import (_bank, _bank1d, _bank3d, _check_output, _combine, _odd_sizes_holding, _pair_bias,
+                         _quadrature_params, envelope_extent, resolve_backend)
 
 PARAM_NAMES = _checks.PARAM_NAMES
 LAMBD_FLOOR = 2.0  # pixels: a wavelength below 2 samples aliases (Nyquist)
@@ -159,7 +159,6 @@ class _GaborConvNd(nn.Module):
     _gabor_names: tuple[str, ...]  # the filter parameters, in the bank builder's order
     _conv_class: type  # nn.Conv1d, nn.Conv2d, nn.Conv3d
     _conv = staticmethod(F.conv2d)  # F.conv1d, F.conv2d, F.conv3d
-    _outputs: tuple[str, ...] = ("real",)  # the output modes offered
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
                  bias: bool, padding_mode: str, device, dtype, init: dict, amplitude, learn, zero_mean: bool,
@@ -191,9 +190,7 @@ class _GaborConvNd(nn.Module):
         resolve_backend(backend, dims=dims)
         self.backend = backend
         self.zero_mean = bool(zero_mean)
-        if output not in self._outputs:
-            raise ValueError(f"output must be one of {self._outputs}, got {output!r}")
-        self.output = output
+        self.output = _check_output(output)
         if amplitude is True:
             amplitude = 1.0
         elif amplitude is False:
@@ -368,7 +365,7 @@ class _GaborConvNd(nn.Module):
         cut = torch.zeros_like(lambd, dtype=torch.bool)
         for half, k in zip(halves, self.kernel_size):
             cut |= half > k / 2 * (1 + 1e-6)  # exactly at the edge (then rounded in float32) is not cut
-        suggested = tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in self._half_extents(values, EXTENT_SIGMAS))
+        suggested = _odd_sizes_holding(self._half_extents(values, EXTENT_SIGMAS))
         report = {"cut": cut, "near_nyquist": lambd < NYQUIST_MARGIN * LAMBD_FLOOR, "suggested_kernel_size": suggested}
         if not warn:
             return report
@@ -404,10 +401,8 @@ class _GaborConvNd(nn.Module):
         return self._conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.output == "real":
-            return self._conv_forward(input, self.weight, self.bias)
-        paired = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
-        return _combine(paired, self.output, self.bias if self.output == "magnitude" else None, self._dims)
+        y = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
+        return _combine(y, self.output, self.bias, self._dims)
 
     # -- interop ---------------------------------------------------------------------------
     def _to_conv(self) -> nn.Module:
@@ -418,7 +413,7 @@ class _GaborConvNd(nn.Module):
                              f"output={self.output!r}; its quadrature pair is {type(self).__name__}(..., "
                              f"output='quadrature')")
         weight = self.weight.detach()
-        bias = None if self.bias is None else _pair_bias(self.bias, "quadrature") if self.output != "real" else self.bias
+        bias = _pair_bias(self.bias, self.output)
         conv = self._conv_class(self.in_channels, weight.shape[0], self.kernel_size, self.stride, self.padding,
                                 self.dilation, self.groups, self.bias is not None, self.padding_mode,
                                 device=weight.device, dtype=weight.dtype)
@@ -514,7 +509,6 @@ class GaborConv2d(_GaborConvNd):
     _gabor_names = PARAM_NAMES
     _conv_class = nn.Conv2d
     _conv = staticmethod(F.conv2d)
-    _outputs = OUTPUTS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
@@ -603,10 +597,8 @@ class GaborConv2d(_GaborConvNd):
         values["lambd"] = values["lambd"].clamp_min(LAMBD_FLOOR * (1 + 1e-6))
         if not amplitude:
             values["amplitude"] = None
-        module = cls(conv.in_channels, conv.out_channels, (kh, kw), conv.stride, conv.padding, conv.dilation,
-                     conv.groups, conv.bias is not None, conv.padding_mode, device=weight.device, dtype=weight.dtype,
-                     **{k: None if v is None else v.reshape(out_c, in_per_group)
-                        for k, v in values.items() if k != "loss"},
+        module = cls(**_conv2d_arguments(conv), **{k: None if v is None else v.reshape(out_c, in_per_group)
+                                                   for k, v in values.items() if k != "loss"},
                      learn=learn, backend=backend)
         if conv.bias is not None:
             with torch.no_grad():
@@ -660,7 +652,6 @@ class GaborConv1d(_GaborConvNd):
     _gabor_names = _checks.PARAM_NAMES_1D
     _conv_class = nn.Conv1d
     _conv = staticmethod(F.conv1d)
-    _outputs = OUTPUTS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
@@ -722,7 +713,6 @@ class GaborConv3d(_GaborConvNd):
     _gabor_names = _checks.PARAM_NAMES_3D
     _conv_class = nn.Conv3d
     _conv = staticmethod(F.conv3d)
-    _outputs = OUTPUTS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
@@ -754,6 +744,14 @@ class GaborConv3d(_GaborConvNd):
     def to_conv3d(self) -> nn.Conv3d:
         """A plain ``nn.Conv3d`` holding the current bank, with the same output."""
         return self._to_conv()
+
+
+def _conv2d_arguments(conv: nn.Conv2d) -> dict:
+    """The constructor arguments that give a GaborConv2d ``conv``'s configuration, device and dtype."""
+    return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
+                stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                bias=conv.bias is not None, padding_mode=conv.padding_mode, device=conv.weight.device,
+                dtype=conv.weight.dtype)
 
 
 def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> dict[str, GaborConv2d]:
@@ -805,9 +803,7 @@ def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> di
         if fit:
             new = GaborConv2d.from_conv2d(conv, **kwargs)
         else:
-            new = GaborConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                              device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+            new = GaborConv2d(**_conv2d_arguments(conv), **kwargs)
         new.train(conv.training)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, new)

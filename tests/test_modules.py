@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from torch.func import functional_call
 
 import gaborlayer.modules as modules
-from gaborlayer import GaborConv2d, gabor_conv2d, gabor_kernel2d
+from gaborlayer import GaborConv1d, GaborConv2d, gabor_conv2d, gabor_kernel2d
 
 # torch's performance hint for padding="same" with an even kernel; nn.Conv2d gives it too.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
@@ -792,10 +792,12 @@ def test_docstring_example_runs():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside torch
-def test_torch_compile_fullgraph_matches_eager():
+@pytest.mark.parametrize("cls, kernel_size, input_shape", [(GaborConv2d, 5, (1, 2, 8, 8)), (GaborConv1d, 9, (2, 2, 40))],
+                         ids=["2d", "1d"])
+def test_torch_compile_fullgraph_matches_eager(cls, kernel_size, input_shape):
     torch.manual_seed(0)
-    m = GaborConv2d(2, 3, 5, padding="same", padding_mode="reflect", zero_mean=True, dtype=torch.float64)
-    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    m = cls(2, 3, kernel_size, padding="same", padding_mode="reflect", zero_mean=True, dtype=torch.float64)
+    x = torch.randn(input_shape, dtype=torch.float64)
     compiled = torch.compile(m, fullgraph=True)
     compiled(x).square().sum().backward()
     compiled_grads = {n: p.grad.clone() for n, p in m.named_parameters()}
