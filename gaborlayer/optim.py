@@ -12,13 +12,10 @@ import numbers
 
 import torch.nn as nn
 
+from .modules import _GaborConvNd
+
 #: The default factor on the learning rate of the Gabor parameters; see ``docs/movement.md``.
 GABOR_LR_SCALE = 3.0
-
-
-def _is_gabor_layer(module: nn.Module) -> bool:
-    from . import modules
-    return isinstance(module, getattr(modules, "_GaborConvNd", modules.GaborConv2d))
 
 
 def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, **group_options) -> list[dict]:
@@ -55,7 +52,7 @@ def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, 
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     gabor_ids = set()
     for module in model.modules():
-        if _is_gabor_layer(module):
+        if isinstance(module, _GaborConvNd):
             gabor_ids.update(id(p) for name, p in module.named_parameters(recurse=False) if name != "bias")
     gabor, other, seen = [], [], set()
     for p in model.parameters():  # model.parameters() lists a shared parameter once
