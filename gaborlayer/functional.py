@@ -136,36 +136,69 @@ def _check_output(output: str) -> str:
     return output
 
 
-def _pair_bias(bias: torch.Tensor | None, output: str) -> torch.Tensor | None:
+def _pairs(even: torch.Tensor, odd: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(groups, 2, C // groups, ...)`` from two ``(C, ...)`` tensors: each group's even entries,
+    then its odd ones. ``F.convNd`` gives each group a contiguous block of output channels, so the
+    pair of a filter must sit in the block of its group (with ``groups = 1``: all even, then all odd)."""
+    return torch.stack([even.unflatten(0, (groups, -1)), odd.unflatten(0, (groups, -1))], dim=1)
+
+
+def _pair_bias(bias: torch.Tensor | None, output: str, groups: int = 1) -> torch.Tensor | None:
     """The bias of the convolution for ``output``: itself for real output, on the even half for
     complex / quadrature output, none for magnitude (:func:`_combine` adds it after)."""
     if bias is None or output == "real":
         return bias
     if output == "magnitude":
         return None
-    return torch.cat([bias, torch.zeros_like(bias)])
+    return _pairs(bias, torch.zeros_like(bias), groups).reshape(-1)
 
 
-def _quadrature_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Parameters ``(2, *S)`` of the even/odd pairs from parameters ``(*S)`` whose last is psi: the
-    phases ``psi`` and ``psi - pi/2``, so that ``even + 1j * odd`` is ``E exp(i phase)``."""
+def _quadrature_params(params: list[torch.Tensor], groups: int = 1) -> list[torch.Tensor]:
+    """Parameters ``(groups, 2, C // groups, ...)`` of the even/odd pairs (see :func:`_pairs`) from
+    parameters ``(C, ...)`` whose last is psi: the phases ``psi`` and ``psi - pi/2``, so that
+    ``even + 1j * odd`` is ``E exp(i phase)``."""
     *shared, psi = params
-    return [torch.stack([p, p]) for p in shared] + [torch.stack([psi, psi - math.pi / 2])]
+    return [_pairs(p, p, groups) for p in shared] + [_pairs(psi, psi - math.pi / 2, groups)]
 
 
-def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims: int = 2) -> torch.Tensor:
+def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims: int = 2,
+             groups: int = 1) -> torch.Tensor:
     """From the output of the convolution with :func:`_pair_bias`'s bias (for the pair modes
-    ``(..., 2 C, *spatial)``, even then odd channels, ``dims`` spatial axes) to the requested
-    output; ``bias`` is the layer's own, added here only to the magnitude."""
+    ``(..., 2 C, *spatial)`` in :func:`_pairs`'s channel order, ``dims`` spatial axes) to the
+    requested output; ``bias`` is the layer's own, added here only to the magnitude."""
     if output in ("real", "quadrature"):
         return paired
-    even, odd = paired.chunk(2, dim=-(dims + 1))
+    axis = paired.dim() - dims - 1
+    pairs = paired.unflatten(axis, (groups, 2, -1))
+    even, odd = (pairs.select(axis + 1, i).flatten(axis, axis + 1) for i in (0, 1))
     if output == "complex":
         if even.dtype not in (torch.float32, torch.float64):  # no complex half: compute in float32
             even, odd = even.float(), odd.float()
         return torch.complex(even, odd)
     magnitude = QuadratureMagnitude.apply(even, odd)
     return magnitude if bias is None else magnitude + bias.to(magnitude.dtype).reshape(-1, *(1,) * dims)
+
+
+def _gabor_conv(dims: int, input, params, kernel_size, bias, stride, padding, dilation, groups, zero_mean: bool,
+                backend: str, output: str) -> torch.Tensor:
+    """:func:`gabor_conv1d` / :func:`gabor_conv2d` / :func:`gabor_conv3d`: ``params`` are the raw
+    filter parameters in the bank builder's order (psi last). The pair modes build the even and
+    the odd filters in one bank of ``2 C_out`` filters (:func:`_pairs`'s order) and run one convolution."""
+    _check_output(output)
+    names, build, conv = {1: (_checks.PARAM_NAMES_1D, _bank1d, F.conv1d), 2: (_checks.PARAM_NAMES, _bank, F.conv2d),
+                          3: (_checks.PARAM_NAMES_3D, _bank3d, F.conv3d)}[dims]
+    size = _checks.ints(kernel_size, "kernel_size", dims)
+    params = _checked_params(names, params)
+    if params[0].dim() != 2:
+        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(params[0].shape)}")
+    groups = _checks.positive_int(groups, "groups")
+    if output != "real":
+        if params[0].shape[0] % groups:
+            raise ValueError(f"the pair outputs need C_out ({params[0].shape[0]}) divisible by groups ({groups})")
+        params = _quadrature_params(params, groups)  # (groups, 2, C_out // groups, C_in // groups)
+    weight = build(*params, *size, zero_mean=zero_mean, backend=backend).reshape(-1, params[0].shape[-1], *size)
+    y = conv(input, weight.to(input.dtype), _pair_bias(bias, output, groups), stride, padding, dilation, groups)
+    return _combine(y, output, bias, dims, groups)
 
 
 def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
@@ -225,7 +258,8 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
             ``"complex"``: ``even + 1j odd`` (complex64 for half-precision input);
             ``"magnitude"``: ``|even + 1j odd|`` (the local energy, shift-invariant within the
             envelope; its gradient at a zero response is 0, never NaN);
-            ``"quadrature"``: both real responses as channels, even ones first. ``bias`` is added
+            ``"quadrature"``: both real responses as channels: the even ones, then the odd
+            ones (with ``groups > 1``, so within each group's block of channels). ``bias`` is added
             to the even response, or to the magnitude.
 
     Returns:
@@ -240,16 +274,8 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
         >>> gabor_conv2d(x, theta, 2.0, 4.0, 1.0, 0.0, 5, padding="same", output="complex").dtype
         torch.complex64
     """
-    _check_output(output)
-    kh, kw = _checks.pair(kernel_size, "kernel_size")
-    params = _checked_params(_checks.PARAM_NAMES, (theta, sigma, lambd, gamma, psi))
-    if params[0].dim() != 2:
-        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(params[0].shape)}")
-    if output != "real":
-        params = _quadrature_params(params)  # (2, C_out, C_in // groups): the even filters, then the odd
-    weight = _bank(*params, kh, kw, zero_mean=zero_mean, backend=backend).reshape(-1, params[0].shape[-1], kh, kw)
-    y = F.conv2d(input, weight.to(input.dtype), _pair_bias(bias, output), stride, padding, dilation, groups)
-    return _combine(y, output, bias)
+    return _gabor_conv(2, input, (theta, sigma, lambd, gamma, psi), kernel_size, bias, stride, padding, dilation,
+                       groups, zero_mean, backend, output)
 
 
 def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
@@ -329,7 +355,7 @@ def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: boo
 
 
 def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                 zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+                 zero_mean: bool = False, backend: str = "auto", output: str = "real") -> torch.Tensor:
     """Convolve ``input`` with the 1-D Gabor bank of the given parameters (``F.conv1d`` semantics).
 
     Args:
@@ -337,23 +363,30 @@ def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, pad
         sigma, lambd, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
         kernel_size: ``int`` or ``(k,)``.
         bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv1d`.
+        zero_mean, backend: as in :func:`gabor_kernel1d`.
+        output: ``"real"``, ``"complex"``, ``"magnitude"`` or ``"quadrature"``, as in
+            :func:`gabor_conv2d`: the even filter has phase ``psi``, the odd one ``psi - pi/2``
+            (``"magnitude"``: the envelope of each band); ``bias`` is added to the even response,
+            or to the magnitude.
 
     Returns:
-        ``(B, C_out, L_out)``, as ``F.conv1d(input, bank, ...)``.
+        ``(B, C_out, L_out)``, as ``F.conv1d(input, bank, ...)``; ``2 C_out`` channels for
+        ``"quadrature"``.
 
     Example:
         >>> x = torch.randn(2, 1, 100)
         >>> gabor_conv1d(x, torch.full((4, 1), 3.0), 6.0, 0.0, 15, padding="same").shape
         torch.Size([2, 4, 100])
+        >>> gabor_conv1d(x, torch.full((4, 1), 3.0), 6.0, 0.0, 15, padding="same", output="complex").dtype
+        torch.complex64
     """
-    weight = gabor_kernel1d(sigma, lambd, psi, kernel_size, zero_mean=zero_mean, backend=backend)
-    if weight.dim() != 3:
-        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(weight.shape[:-1])}")
-    return F.conv1d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
+    return _gabor_conv(1, input, (sigma, lambd, psi), kernel_size, bias, stride, padding, dilation, groups,
+                       zero_mean, backend, output)
 
 
 def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
-                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto",
+                 output: str = "real") -> torch.Tensor:
     """Convolve ``input`` with the 3-D Gabor bank of the given parameters (``F.conv3d`` semantics).
 
     Args:
@@ -361,19 +394,25 @@ def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=
         theta, phi, sigma, lambd, gamma, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
         kernel_size: ``int`` or ``(kd, kh, kw)``.
         bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv3d`.
+        zero_mean, backend: as in :func:`gabor_kernel3d`.
+        output: ``"real"``, ``"complex"``, ``"magnitude"`` or ``"quadrature"``, as in
+            :func:`gabor_conv2d`: the even filter has phase ``psi``, the odd one ``psi - pi/2``
+            (the pair along the wave direction); ``bias`` is added to the even response, or to
+            the magnitude.
 
     Returns:
-        ``(B, C_out, D_out, H_out, W_out)``, as ``F.conv3d(input, bank, ...)``.
+        ``(B, C_out, D_out, H_out, W_out)``, as ``F.conv3d(input, bank, ...)``; ``2 C_out``
+        channels for ``"quadrature"``.
 
     Example:
         >>> x = torch.randn(1, 2, 8, 8, 8)
         >>> gabor_conv3d(x, torch.zeros(4, 2), 0.0, 1.5, 4.0, 1.0, 0.0, 5, padding="same").shape
         torch.Size([1, 4, 8, 8, 8])
+        >>> gabor_conv3d(x, torch.zeros(4, 2), 0.0, 1.5, 4.0, 1.0, 0.0, 5, padding="same", output="quadrature").shape
+        torch.Size([1, 8, 8, 8, 8])
     """
-    weight = gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, kernel_size, zero_mean=zero_mean, backend=backend)
-    if weight.dim() != 5:
-        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(weight.shape[:-3])}")
-    return F.conv3d(input, weight.to(input.dtype), bias, stride, padding, dilation, groups)
+    return _gabor_conv(3, input, (theta, phi, sigma, lambd, gamma, psi), kernel_size, bias, stride, padding,
+                       dilation, groups, zero_mean, backend, output)
 
 
 def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:

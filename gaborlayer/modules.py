@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from . import _checks
 from .fit import GaborFit, fit_kernel
 from .functional import (_bank, _bank1d, _bank3d, _check_output, _combine, _odd_sizes_holding, _pair_bias,
-                         _quadrature_params, envelope_extent, resolve_backend)
+                         _pairs, _quadrature_params, envelope_extent, resolve_backend)
 
 PARAM_NAMES = _checks.PARAM_NAMES
 LAMBD_FLOOR = 2.0  # pixels: a wavelength below 2 samples aliases (Nyquist)
@@ -298,10 +298,13 @@ class _GaborConvNd(nn.Module):
         compute = torch.promote_types(stored[0].dtype, torch.float32)
         params = [_STORAGE[n][2](t.to(compute)) for n, t in zip(self._names(), stored)]
         n_gabor = len(self._gabor_names)
-        gabor = params[:n_gabor] if self.output == "real" else _quadrature_params(params[:n_gabor])
+        gabor = params[:n_gabor] if self.output == "real" else _quadrature_params(params[:n_gabor], self.groups)
         bank = self._build_bank(gabor)
         if self.has_amplitude:
-            bank = bank * params[n_gabor].reshape(*params[n_gabor].shape, *(1,) * self._dims)
+            amplitude = params[n_gabor]
+            if self.output != "real":
+                amplitude = _pairs(amplitude, amplitude, self.groups)
+            bank = bank * amplitude.reshape(*amplitude.shape, *(1,) * self._dims)
         return bank.reshape(-1, *bank.shape[-(self._dims + 1):]).to(stored[0].dtype)
 
     def _cacheable(self, stored: list[torch.Tensor]) -> bool:
@@ -315,8 +318,8 @@ class _GaborConvNd(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The Gabor bank ``(out_channels, in_channels // groups, *kernel_size)``, as the
-        ``nn.ConvNd``'s ``weight`` (``2 * out_channels`` filters, even then odd, for the
-        quadrature-pair outputs)."""
+        ``nn.ConvNd``'s ``weight`` (``2 * out_channels`` filters for the quadrature-pair outputs:
+        even then odd, within each group's block when ``groups > 1``)."""
         stored = self._stored()
         if not self._cacheable(stored):
             return self._build_weight()
@@ -401,8 +404,8 @@ class _GaborConvNd(nn.Module):
         return self._conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output))
-        return _combine(y, self.output, self.bias, self._dims)
+        y = self._conv_forward(input, self.weight, _pair_bias(self.bias, self.output, self.groups))
+        return _combine(y, self.output, self.bias, self._dims, self.groups)
 
     # -- interop ---------------------------------------------------------------------------
     def _to_conv(self) -> nn.Module:
@@ -413,7 +416,7 @@ class _GaborConvNd(nn.Module):
                              f"output={self.output!r}; its quadrature pair is {type(self).__name__}(..., "
                              f"output='quadrature')")
         weight = self.weight.detach()
-        bias = _pair_bias(self.bias, self.output)
+        bias = _pair_bias(self.bias, self.output, self.groups)
         conv = self._conv_class(self.in_channels, weight.shape[0], self.kernel_size, self.stride, self.padding,
                                 self.dilation, self.groups, self.bias is not None, self.padding_mode,
                                 device=weight.device, dtype=weight.dtype)
@@ -488,8 +491,9 @@ class GaborConv2d(_GaborConvNd):
         output: ``"real"`` (default, the drop-in), ``"complex"``, ``"magnitude"`` or
             ``"quadrature"``: each filter's quadrature pair (phases ``psi`` and ``psi - pi/2``, one
             set of parameters), combined as in :func:`~gaborlayer.gabor_conv2d`. The pair modes'
-            ``.weight`` holds ``2 * out_channels`` filters, the even ones first; ``"quadrature"``
-            returns ``2 * out_channels`` channels.
+            ``.weight`` holds ``2 * out_channels`` filters, the even ones first (within each group's
+            block of channels when ``groups > 1``, as ``nn.Conv2d`` assigns channels to groups);
+            ``"quadrature"`` returns ``2 * out_channels`` channels in that order.
         zero_mean: remove each kernel's DC response (Morlet-style, see :func:`gabor_kernel2d`).
         backend: bank backend, see :func:`gaborlayer.functional.resolve_backend`.
 

@@ -130,8 +130,8 @@ def test_gradients_of_every_mode_against_numerical(gradient_cases, case):
 
     if output == "magnitude":  # |z| is not differentiable at z = 0: stay away from it (bias excluded)
         with torch.no_grad():
-            even, odd = m._conv_forward(x, m.weight, None).chunk(2, dim=1)
-            assume(bool(torch.hypot(even, odd).min() > 1e-2))
+            pairs = m._conv_forward(x, m.weight, None).unflatten(1, (m.groups, 2, -1))  # per group: even, odd
+            assume(bool(torch.hypot(pairs[:, :, 0], pairs[:, :, 1]).min() > 1e-2))
     assert torch.autograd.gradcheck(forward, (x, *raw))
     gradient_cases.add()
 
@@ -229,8 +229,8 @@ def test_nd_gradients_of_every_mode_against_numerical(gradient_cases, dims, outp
     x = torch.randn(shape, dtype=DT, requires_grad=True)
     if output == "magnitude":
         with torch.no_grad():
-            even, odd = m._conv_forward(x, m.weight, None).chunk(2, dim=1)
-            assume(bool(torch.hypot(even, odd).min() > 1e-2))
+            pairs = m._conv_forward(x, m.weight, None).unflatten(1, (m.groups, 2, -1))  # per group: even, odd
+            assume(bool(torch.hypot(pairs[:, :, 0], pairs[:, :, 1]).min() > 1e-2))
     names = [n for n, _ in m.named_parameters()]
     raw = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
 
@@ -240,3 +240,153 @@ def test_nd_gradients_of_every_mode_against_numerical(gradient_cases, dims, outp
 
     assert torch.autograd.gradcheck(forward, (x, *raw))
     gradient_cases.add()
+
+
+# -- the functional 1-D and 3-D forms ------------------------------------------------------------
+def nd_functional(dims: int):
+    """(functional, module class, real-bank builder, F.convNd, kernel size, parameters broadcasting to (4, 2))."""
+    from gaborlayer import GaborConv1d, GaborConv3d, gabor_conv1d, gabor_conv3d, gabor_kernel1d, gabor_kernel3d
+    if dims == 1:
+        values = dict(sigma=torch.tensor([[1.5, 2.0], [2.5, 1.2], [1.8, 3.0], [1.1, 2.2]], dtype=DT), lambd=5.0,
+                      psi=torch.tensor([[0.3], [-1.1], [2.0], [-2.6]], dtype=DT))
+        return gabor_conv1d, GaborConv1d, gabor_kernel1d, torch.nn.functional.conv1d, 7, values
+    values = dict(theta=torch.tensor([[0.2], [1.3], [-0.7], [2.4]], dtype=DT),
+                  phi=torch.tensor([[0.4, -0.9]], dtype=DT), sigma=1.3, lambd=4.0,
+                  gamma=torch.tensor([[0.7, 1.5]], dtype=DT),
+                  psi=torch.tensor([[0.5], [-2.0], [1.0], [-0.4]], dtype=DT))
+    return gabor_conv3d, GaborConv3d, gabor_kernel3d, torch.nn.functional.conv3d, (3, 4, 3), values
+
+
+@pytest.mark.parametrize("output", ("real", *MODES))
+@pytest.mark.parametrize("dims", [1, 3])
+@pytest.mark.parametrize("zero_mean", [False, True])
+def test_nd_functional_equals_module_and_the_pair_of_real_banks(dims, output, zero_mean):
+    """gabor_conv1d/3d(..., output=) against GaborConv1d/3d(..., output=) of the same parameters and
+    against F.conv1d/3d with real banks of phases psi and psi - pi/2 built separately; bias rule."""
+    functional, cls, kernel, conv, size, values = nd_functional(dims)
+    torch.manual_seed(10 + dims)
+    x = torch.randn(2, 2, *((16,) if dims == 1 else (7, 6, 7)), dtype=DT)
+    m = cls(2, 4, size, stride=2, padding=1, dilation=(2, 1, 1)[:dims], zero_mean=zero_mean, dtype=DT, output=output,
+            **values)
+    params = [getattr(m, n).detach() for n in m._gabor_names]  # the module's constrained parameters
+    y = functional(x, *params, size, m.bias, 2, 1, m.dilation, zero_mean=zero_mean, output=output)
+    torch.testing.assert_close(y, m(x), rtol=0, atol=1e-13)
+
+    *shared, psi = params
+    even_bank = kernel(*shared, psi, size, zero_mean=zero_mean)
+    odd_bank = kernel(*shared, psi - math.pi / 2, size, zero_mean=zero_mean)
+    even, odd = (conv(x, bank, None, 2, 1, m.dilation) for bank in (even_bank, odd_bank))
+    bias = m.bias.reshape(-1, *(1,) * dims)
+    expected = {"real": even + bias, "complex": torch.complex(even + bias, odd),
+                "magnitude": torch.hypot(even, odd) + bias, "quadrature": torch.cat([even + bias, odd], dim=1)}[output]
+    assert y.shape == (2, 8 if output == "quadrature" else 4, *even.shape[2:])
+    assert y.dtype == (torch.complex128 if output == "complex" else DT)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    no_bias = functional(x, *params, size, None, 2, 1, m.dilation, zero_mean=zero_mean, output=output)
+    torch.testing.assert_close(no_bias, {"real": even, "complex": torch.complex(even, odd),
+                                         "magnitude": torch.hypot(even, odd),
+                                         "quadrature": torch.cat([even, odd], dim=1)}[output], rtol=1e-12, atol=1e-12)
+    assert functional(x[0], *params, size, m.bias, 2, 1, m.dilation, output=output).shape == y.shape[1:]  # unbatched
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_nd_functional_magnitude_gradient_at_zero_response_is_finite(dims):
+    functional, _, _, _, size, values = nd_functional(dims)
+    params = {n: torch.as_tensor(v, dtype=DT).clone().requires_grad_() for n, v in values.items()}
+    bias = torch.randn(4, dtype=DT, requires_grad=True)
+    x = torch.zeros(1, 2, *(6,) * dims, dtype=DT, requires_grad=True)
+    y = functional(x, *params.values(), size, bias, padding=1, output="magnitude")
+    grads = torch.autograd.grad(y.sum(), [x, bias, *params.values()], create_graph=True)
+    for g in grads:
+        assert torch.isfinite(g).all()
+    assert all(g.abs().max() == 0 for g in grads[2:])  # subgradient 0 for every filter parameter
+    assert grads[1].eq(y[0, 0].numel()).all()  # bias: one per output position
+    second = torch.autograd.grad(grads[0].sum(), params["psi"], allow_unused=True)[0]
+    assert second is None or torch.isfinite(second).all()
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+@pytest.mark.parametrize("output", MODES)
+def test_nd_functional_gradcheck(dims, output):
+    functional, _, _, _, size, values = nd_functional(dims)
+    torch.manual_seed(20 + dims)
+    size = 4 if dims == 1 else (2, 3, 2)
+    x = torch.randn(1, 2, *(5,) * dims, dtype=DT, requires_grad=True)
+    params = tuple(torch.as_tensor(v, dtype=DT).clone().requires_grad_() for v in values.values())
+    bias = torch.randn(4, dtype=DT, requires_grad=True)
+
+    def forward(x, bias, *params):
+        y = functional(x, *params, size, bias, padding=1, zero_mean=dims == 3, output=output)
+        return torch.view_as_real(y) if y.is_complex() else y
+
+    if output == "magnitude":  # |z| has no derivative at z = 0: these fixed cases stay away from it
+        with torch.no_grad():
+            assert forward(x, None, *params).min() > 1e-2
+    assert torch.autograd.gradcheck(forward, (x, bias, *params))
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_nd_functional_errors_and_low_precision(dims):
+    functional, _, _, _, size, values = nd_functional(dims)
+    x = torch.randn(1, 2, *(6,) * dims)
+    with pytest.raises(ValueError, match=r"output must be one of \('real', 'complex', 'magnitude', 'quadrature'\), "
+                                         r"got 'energy'"):
+        functional(x, *values.values(), size, output="energy")
+    scalars = [1.0] * len(values)
+    with pytest.raises(ValueError, match=r"parameters must broadcast to \(C_out, C_in // groups\), got shape \(\)"):
+        functional(x, *scalars, size, output="complex")
+    params = [torch.as_tensor(v, dtype=torch.float32) for v in values.values()]
+    z = functional(x.bfloat16(), *params, size, padding=1, output="complex")
+    assert z.dtype == torch.complex64  # no complex bfloat16: the pair is combined in float32
+    torch.testing.assert_close(z, functional(x, *params, size, padding=1, output="complex"), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("output", MODES)
+def test_pair_modes_with_groups(dims, output):
+    """With groups > 1 each filter's pair must read its own group's input: F.convNd gives each group
+    a contiguous block of output channels, so the bank (and the "quadrature" channels) are laid out
+    per group, even then odd. Functional form, module, amplitude and to_convNd against per-group
+    convolutions with separately built real banks."""
+    from gaborlayer import GaborConv1d, GaborConv3d, gabor_kernel2d
+    if dims == 2:
+        functional, cls, kernel, conv, size = gabor_conv2d, GaborConv2d, gabor_kernel2d, torch.nn.functional.conv2d, 3
+        values = dict(theta=torch.tensor([[0.2], [1.3], [-0.7], [2.4]], dtype=DT), sigma=1.3, lambd=4.0, gamma=0.8,
+                      psi=torch.tensor([[0.5], [-2.0], [1.0], [-0.4]], dtype=DT))
+    else:
+        functional, cls, kernel, conv, size, values = nd_functional(dims)
+        assert cls in (GaborConv1d, GaborConv3d)
+    torch.manual_seed(30 + dims)
+    x = torch.randn(1, 4, *((12,) if dims == 1 else (6,) * dims), dtype=DT)
+    bias = torch.randn(4, dtype=DT)
+    amplitude = torch.tensor([[1.5], [-0.5], [2.0], [0.7]], dtype=DT)
+    params = [torch.broadcast_to(torch.as_tensor(v, dtype=DT), (4, 2)) for v in values.values()]
+    *shared, psi = params
+    even, odd = (conv(x, kernel(*shared, phase, size), groups=2) for phase in (psi, psi - math.pi / 2))
+
+    def expected(scale, with_bias):
+        e, o = even * scale.reshape(4, *(1,) * dims), odd * scale.reshape(4, *(1,) * dims)
+        b = bias.reshape(4, *(1,) * dims) if with_bias else 0
+        if output == "complex":
+            return torch.complex(e + b, o)
+        if output == "magnitude":
+            return torch.hypot(e, o) + b
+        return torch.cat([e[:, :2] + b[:2] if with_bias else e[:, :2], o[:, :2],
+                          e[:, 2:] + b[2:] if with_bias else e[:, 2:], o[:, 2:]], dim=1)
+
+    ones = torch.ones(4, dtype=DT)
+    torch.testing.assert_close(functional(x, *params, size, groups=2, output=output), expected(ones, False))
+    torch.testing.assert_close(functional(x, *params, size, bias, groups=2, output=output), expected(ones, True))
+    m = cls(4, 4, size, groups=2, output=output, dtype=DT, amplitude=amplitude, **values)
+    with torch.no_grad():
+        m.bias.copy_(bias)
+    torch.testing.assert_close(m(x), expected(amplitude.reshape(4), True))
+    if output == "quadrature":
+        plain = getattr(m, f"to_conv{dims}d")()
+        torch.testing.assert_close(plain(x), m(x))
+
+
+def test_pair_modes_need_out_channels_divisible_by_groups():
+    x = torch.randn(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"the pair outputs need C_out \(3\) divisible by groups \(2\)"):
+        gabor_conv2d(x, torch.zeros(3, 2), 1.5, 4.0, 1.0, 0.0, 3, groups=2, output="complex")
