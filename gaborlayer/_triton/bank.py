@@ -159,9 +159,15 @@ def _gabor_bank_bwd_kernel(
 INTERPRETED = not isinstance(_gabor_bank_fwd_kernel, JITFunction)
 """Whether the kernels were built by the Triton interpreter (``TRITON_INTERPRET=1`` at import)."""
 
-# Elements (filters x taps) per program, 8 per thread at 4 warps: ptxas (sm_90, float32) gives
-# the forward ~105 registers and the backward ~130 (with six running sums; now seven), with no spills; twice that
-# runs out of registers. A GPU session may retune these (benchmarks/bench_triton.py --sweep).
+# Elements (filters x taps) per program, 8 per thread at 4 warps. Compiled offline by
+# benchmarks/triton_resources.py (2026-11-23; triton 3.9, ptxas 12.9 for sm_80 and 13.4 for sm_90;
+# float32/float16/bfloat16 parameters; 3x3, 7x7 and 31x31 kernels), at 1024 the forward takes 75-106
+# registers per thread and the backward (seven running sums) 118-162, with no spills in any case.
+# At 2048 the forward takes 125-163 and spills 4 bytes once (sm_90, float32, 31x31), the backward
+# 211-255 without spills; at 4096 the backward spills in every case (up to 1.4 KB a thread) and the
+# forward (232-255 registers) in its 7x7 cases. Those are compile-time bounds, not timings: a GPU
+# session may retune these (benchmarks/bench_triton.py --sweep). The script prints every case;
+# docs/benchmarks.md sums them up.
 # The interpreter pays per operation, not per element, so it gets blocks 16x bigger (the tap axis
 # still loops in chunks of MAX_BLOCK_T, so CI covers the loop).
 FORWARD_BLOCK = 1024 * (16 if INTERPRETED else 1)
