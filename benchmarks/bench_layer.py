@@ -4,6 +4,7 @@
     python benchmarks/bench_layer.py --quick         # a few repeats: a smoke test for CI
     python benchmarks/bench_layer.py --threads 1 --clock cpu --breakdown   # stable on a busy machine
     python benchmarks/bench_layer.py --device cuda   # same table on a GPU
+    python benchmarks/bench_layer.py --compile       # also both layers under torch.compile
 
 For each layer shape, every variant runs the same two workloads:
 
@@ -14,6 +15,8 @@ For each layer shape, every variant runs the same two workloads:
 Variants: ``nn.Conv2d`` (the baseline), ``GaborConv2d``, a naive layer that builds its bank with
 ``gabor_kernel2d(..., backend="reference")`` (the formula in plain autograd, rebuilt on every call)
 and then calls ``F.conv2d``, and ``GaborNet.GaborConv2d`` from gabornet 0.2.0 when it is importable.
+With ``--compile``, also ``nn.Conv2d`` and ``GaborConv2d`` under ``torch.compile`` (inductor fuses the
+bank's many small operations into a few loops; the first call of each compiles, during warm-up).
 
 Timing is built to survive a noisy shared machine: all variants of one shape are timed in the same
 rounds, one call each per round, in an order that rotates every round; each round's time is divided
@@ -98,11 +101,14 @@ def make_timer(device: torch.device, clock: str = "wall"):
     return now
 
 
-def build_variants(cin, cout, k, device, dtype):
+def build_variants(cin, cout, k, device, dtype, compile: bool = False):
     torch.manual_seed(0)
     gabor = GaborConv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
     conv = nn.Conv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
     variants = {"nn.Conv2d": conv, "GaborConv2d": gabor, "naive (reference)": NaiveGabor(gabor)}
+    if compile:  # the same modules under torch.compile (inductor): it fuses the bank's small operations
+        variants["nn.Conv2d, compiled"] = torch.compile(conv)
+        variants["GaborConv2d, compiled"] = torch.compile(gabor)
     if _gabornet is not None:
         variants[f"gabornet {getattr(_gabornet, '__version__', '?')}"] = _gabornet.GaborConv2d(
             cin, cout, k, padding=k // 2).to(device=device, dtype=dtype)
@@ -199,6 +205,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="wall clock, or process CPU time (robust on a busy machine with --threads 1)")
     parser.add_argument("--breakdown", action="store_true", help="also time GaborConv2d's bank build and backward")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time nn.Conv2d and GaborConv2d under torch.compile (inductor)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -225,10 +233,10 @@ def main(argv=None) -> int:
     print()
     print("| layer | variant | train ms | train / conv | eval ms | eval / conv |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    misses, extra = [], []
+    misses, extra, extra_lines = [], [], []
     for cin, cout, k, batch, size in SHAPES:
         label = f"{cin}->{cout} k{k} B{batch} {size}x{size}"
-        variants = build_variants(cin, cout, k, device, dtype)
+        variants = build_variants(cin, cout, k, device, dtype, args.compile)
         gen = torch.Generator(device="cpu").manual_seed(1)
         x = torch.randn(batch, cin, size, size, generator=gen).to(device=device, dtype=dtype)
         weights = None if args.loss == "sum" else torch.randn(batch, cout, size, size, generator=gen).to(
@@ -249,6 +257,10 @@ def main(argv=None) -> int:
             ratio = results[mode]["GaborConv2d"]["ratio"]
             if ratio > target + 0.005:  # the table prints 3 decimals; half a percent is within rounding
                 misses.append(f"{label} {mode}: {ratio:.3f}x > {target:.2f}x")
+            if args.compile:  # compiled against compiled, from the same rounds' times
+                both = results[mode]["GaborConv2d, compiled"]["ms"] / results[mode]["nn.Conv2d, compiled"]["ms"]
+                extra_lines.append(f"# {label} {mode}: GaborConv2d compiled / nn.Conv2d compiled = {both:.3f} "
+                                   f"(medians; target {target:.2f}x)")
         if args.breakdown:
             parts = breakdown(variants["GaborConv2d"], variants["nn.Conv2d"], x, now, repeats, warmup, inner)
             extra.append((label, parts))
@@ -261,6 +273,8 @@ def main(argv=None) -> int:
             print(f"| {label} | {p['bank forward']:.3f} | {p['bank backward']:.3f} | "
                   f"{p['conv train step (nn.Conv2d)']:.2f} | {bank / p['conv train step (nn.Conv2d)']:.1%} |")
     print()
+    for line in extra_lines:
+        print(line)
     if misses:
         print("# targets (train <= 1.10x, eval <= 1.00x) missed: " + "; ".join(misses))
     else:
