@@ -472,9 +472,9 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         >>> fit = fit_kernel(target, init={"theta": -math.pi / 4})
         >>> round(math.degrees(fit.theta.item()), 3), round(fit.lambd.item(), 3)
         (45.0, 6.0)
-        >>> scaled = fit_kernel(-0.2 * target, amplitude=True)   # a gain, and a sign as psi + pi
-        >>> round(scaled.amplitude.item(), 3), round(scaled.psi.item(), 3)
-        (0.2, 3.142)
+        >>> scaled = fit_kernel(-0.2 * target, amplitude=True)   # a gain, and the sign as psi + pi
+        >>> round(scaled.amplitude.item(), 3), round(math.cos(scaled.psi.item()), 3)  # psi = +-pi
+        (0.2, -1.0)
     """
     t0 = time.perf_counter()
     if not isinstance(kernel, torch.Tensor):

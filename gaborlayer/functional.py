@@ -169,14 +169,14 @@ def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims:
     if output in ("real", "quadrature"):
         return paired
     axis = paired.dim() - dims - 1
-    pairs = paired.unflatten(axis, (groups, 2, -1))
+    pairs = paired.unflatten(axis, (groups, 2, -1))  # (..., groups, even | odd, C // groups, *spatial)
+    if output == "magnitude":
+        magnitude = QuadratureMagnitude.apply(pairs, axis + 1).flatten(axis, axis + 1)
+        return magnitude if bias is None else magnitude + bias.to(magnitude.dtype).reshape(-1, *(1,) * dims)
     even, odd = (pairs.select(axis + 1, i).flatten(axis, axis + 1) for i in (0, 1))
-    if output == "complex":
-        if even.dtype not in (torch.float32, torch.float64):  # no complex half: compute in float32
-            even, odd = even.float(), odd.float()
-        return torch.complex(even, odd)
-    magnitude = QuadratureMagnitude.apply(even, odd)
-    return magnitude if bias is None else magnitude + bias.to(magnitude.dtype).reshape(-1, *(1,) * dims)
+    if even.dtype not in (torch.float32, torch.float64):  # no complex half: compute in float32
+        even, odd = even.float(), odd.float()
+    return torch.complex(even, odd)
 
 
 def _gabor_conv(dims: int, input, params, kernel_size, bias, stride, padding, dilation, groups, zero_mean: bool,
