@@ -495,6 +495,14 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
     if bool((norms == 0).any()):
         raise ValueError(f"kernel must not be all zeros (kernel {int(torch.nonzero(norms == 0)[0])} is)")
     fixed_t, init_t = _check_fixed_init(fixed, init, n)
+    return _fit_targets(targets, fixed_t, init_t, seed, amplitude, batched, t0)
+
+
+def _fit_targets(targets: torch.Tensor, fixed_t: dict, init_t: dict, seed: int, amplitude: bool, batched: bool,
+                 t0: float) -> GaborFit:
+    """Fit every target of ``(N, kh, kw)`` (float64, checked) with per-target ``(N,)`` fixed/init values."""
+    n, kh, kw = targets.shape
+    norms = targets.square().sum(dim=(-2, -1))
     results = []
     with _single_threaded_blas():
         for i in range(n):
@@ -502,6 +510,21 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
             results.append(_fit_one(targets[i], objective, {k: v[i].item() for k, v in fixed_t.items()},
                                     {k: v[i].item() for k, v in init_t.items()}, seed, n_keep=4))
     return _package(results, (kh, kw), batched, time.perf_counter() - t0)
+
+
+def _fit_kernel1d(kernels: torch.Tensor, *, amplitude: bool, seed: int = 0) -> GaborFit:
+    """Fit 1-D Gabor filters (:func:`~gaborlayer.gabor_kernel1d`) to ``kernels`` ``(N, k)``
+    (float64, finite, none all zero, ``k >= 3``).
+
+    The 1-D filter is the 2-D one on a single row with ``theta = 0`` (and ``gamma``, which then
+    plays no part, at 1): each target is fitted as a ``1 x k`` kernel with those two held fixed,
+    by the same search and refinement as :func:`fit_kernel`. The result's ``sigma``, ``lambd``
+    and ``psi`` are the 1-D parameters; its ``theta`` is 0 and its ``gamma`` 1.
+    """
+    t0 = time.perf_counter()
+    n = kernels.shape[0]
+    fixed_t = {"theta": torch.zeros(n, dtype=_DTYPE), "gamma": torch.ones(n, dtype=_DTYPE)}
+    return _fit_targets(kernels.to(_DTYPE)[:, None, :], fixed_t, {}, seed, amplitude, True, t0)
 
 
 def _same_padding(kh: int, kw: int) -> tuple[int, int, int, int]:

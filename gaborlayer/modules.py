@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks
-from .fit import GaborFit, fit_kernel
+from .fit import GaborFit, _fit_kernel1d, fit_kernel
 from .functional import (_bank, _bank1d, _bank3d, _check_output, _combine, _odd_sizes_holding, _pair_bias,
                          _pairs, _quadrature_params, envelope_extent, resolve_backend)
 
@@ -153,12 +153,13 @@ def classic_bank3d(out_channels: int, in_per_group: int, kernel_size: tuple[int,
 
 class _GaborConvNd(nn.Module):
     """What the Gabor layers share. A subclass sets the class attributes below and implements
-    :meth:`_build_bank`, :meth:`_initial_bank` and :meth:`_half_extents`."""
+    :meth:`_build_bank` and :meth:`_half_extents` (and :meth:`_fit_slices` for ``from_convNd``)."""
 
     _dims: int  # 1, 2 or 3
     _gabor_names: tuple[str, ...]  # the filter parameters, in the bank builder's order
     _conv_class: type  # nn.Conv1d, nn.Conv2d, nn.Conv3d
     _conv = staticmethod(F.conv2d)  # F.conv1d, F.conv2d, F.conv3d
+    _classic = staticmethod(classic_bank)  # the default initial bank: classic_bank1d, classic_bank, classic_bank3d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
                  bias: bool, padding_mode: str, device, dtype, init: dict, amplitude, learn, zero_mean: bool,
@@ -220,6 +221,11 @@ class _GaborConvNd(nn.Module):
 
     def _initial_bank(self, shape: tuple[int, int]) -> dict:
         """The default initial values, float64 tensors of ``shape``, one per ``_gabor_names``."""
+        return self._classic(*shape, self.kernel_size, dtype=torch.float64)
+
+    @classmethod
+    def _fit_slices(cls, slices: torch.Tensor, amplitude: bool, seed: int) -> GaborFit:
+        """The fit of ``slices`` ``(N, *kernel_size)`` (float64), for :meth:`_from_conv`."""
         raise NotImplementedError
 
     def _half_extents(self, values: dict, n_sigma: float) -> tuple[torch.Tensor, ...]:
@@ -396,6 +402,56 @@ class _GaborConvNd(nn.Module):
             warnings.warn(message, GaborTruncationWarning, stacklevel=3)
         return report
 
+    # -- from a plain convolution --------------------------------------------------------------
+    @classmethod
+    def _from_conv(cls, conv: nn.Module, *, amplitude: bool, learn, backend: str, seed: int, return_fit: bool):
+        """``from_conv1d`` / ``from_conv2d``: the layer with ``conv``'s configuration, its filters
+        fitted to ``conv.weight`` by :meth:`_fit_slices`, its bias copied."""
+        kind = cls._conv_class.__name__
+        if not isinstance(conv, cls._conv_class):
+            raise TypeError(f"conv must be an nn.{kind}, got {type(conv).__name__}")
+        if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+            raise ValueError(f"conv is a lazy nn.{kind} whose weight is not initialised yet: run a forward first")
+        weight = conv.weight.detach()
+        out_c, in_per_group, *size = weight.shape
+        if min(size) < 3:
+            raise ValueError(f"conv.kernel_size must be at least {(3,) * cls._dims} to fit Gabor filters, "
+                             f"got {tuple(size)}")
+        if not bool(torch.isfinite(weight).all()):
+            raise ValueError("conv.weight must be finite, got NaN or inf entries")
+        slices = weight.reshape(-1, *size).to("cpu", torch.float64)
+        nonzero = slices.square().flatten(1).sum(dim=1) > 0
+        values = {**{k: v.reshape(-1) for k, v in cls._classic(out_c, in_per_group, tuple(size),
+                                                                  dtype=torch.float64).items()},
+                  "amplitude": torch.zeros(len(slices), dtype=torch.float64),
+                  "loss": torch.zeros(len(slices), dtype=torch.float64)}
+        fit = None
+        if bool(nonzero.any()):
+            fit = cls._fit_slices(slices[nonzero], amplitude, seed)
+            for name in (*cls._gabor_names, "amplitude", "loss"):
+                values[name][nonzero] = getattr(fit, name)
+        # The fit allows lambd = 2 exactly (the Nyquist pattern); the module's lambd is > 2.
+        values["lambd"] = values["lambd"].clamp_min(LAMBD_FLOOR * (1 + 1e-6))
+        if not amplitude:
+            values["amplitude"] = None
+        module = cls(**_conv_arguments(conv), **{k: None if v is None else v.reshape(out_c, in_per_group)
+                                                 for k, v in values.items() if k != "loss"},
+                     learn=learn, backend=backend)
+        if conv.bias is not None:
+            with torch.no_grad():
+                module.bias.copy_(conv.bias)
+        if not return_fit:
+            return module
+        # 1-D filters are fitted as 1 x k kernels with theta = 0 and gamma = 1 (see _fit_kernel1d).
+        report = {"theta": torch.zeros(len(slices), dtype=torch.float64),
+                  "gamma": torch.ones(len(slices), dtype=torch.float64), **values}
+        report = GaborFit(*(report[k] for k in (*PARAM_NAMES, "loss")),
+                          size=fit.size if fit is not None else (1,) * (2 - len(size)) + tuple(size),
+                          amplitude=values["amplitude"] if amplitude else torch.ones(len(slices), dtype=torch.float64),
+                          history=fit.history if fit is not None else [], starts=fit.starts if fit is not None else [],
+                          seconds=fit.seconds if fit is not None else 0.0)
+        return module, report
+
     # -- forward ---------------------------------------------------------------------------
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":
@@ -525,9 +581,6 @@ class GaborConv2d(_GaborConvNd):
     def _build_bank(self, params):
         return _bank(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
 
-    def _initial_bank(self, shape):
-        return classic_bank(*shape, self.kernel_size, dtype=torch.float64)
-
     def _half_extents(self, values, n_sigma):
         return envelope_extent(values["theta"], values["sigma"], values["gamma"], n_sigma=n_sigma)
 
@@ -576,45 +629,12 @@ class GaborConv2d(_GaborConvNd):
             >>> bool((1 - fit.loss).min() > 0.999999), torch.allclose(gabor.weight, conv.weight, atol=1e-6)
             (True, True)
         """
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
-        if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
-            raise ValueError("conv is a lazy nn.Conv2d whose weight is not initialised yet: run a forward first")
-        weight = conv.weight.detach()
-        out_c, in_per_group, kh, kw = weight.shape
-        if kh < 3 or kw < 3:
-            raise ValueError(f"conv.kernel_size must be at least (3, 3) to fit Gabor filters, got {(kh, kw)}")
-        if not bool(torch.isfinite(weight).all()):
-            raise ValueError("conv.weight must be finite, got NaN or inf entries")
-        slices = weight.reshape(-1, kh, kw).to("cpu", torch.float64)
-        nonzero = slices.square().sum(dim=(-2, -1)) > 0
-        values = {**{k: v.reshape(-1) for k, v in classic_bank(out_c, in_per_group, (kh, kw),
-                                                                  dtype=torch.float64).items()},
-                  "amplitude": torch.zeros(len(slices), dtype=torch.float64),
-                  "loss": torch.zeros(len(slices), dtype=torch.float64)}
-        fit = None
-        if bool(nonzero.any()):
-            fit = fit_kernel(slices[nonzero], seed=seed, amplitude=amplitude)
-            for name in (*PARAM_NAMES, "amplitude", "loss"):
-                values[name][nonzero] = getattr(fit, name)
-        # The fit allows lambd = 2 exactly (the Nyquist pattern); the module's lambd is > 2.
-        values["lambd"] = values["lambd"].clamp_min(LAMBD_FLOOR * (1 + 1e-6))
-        if not amplitude:
-            values["amplitude"] = None
-        module = cls(**_conv2d_arguments(conv), **{k: None if v is None else v.reshape(out_c, in_per_group)
-                                                   for k, v in values.items() if k != "loss"},
-                     learn=learn, backend=backend)
-        if conv.bias is not None:
-            with torch.no_grad():
-                module.bias.copy_(conv.bias)
-        if not return_fit:
-            return module
-        history = fit.history if fit is not None else []
-        report = GaborFit(*(values[k] for k in (*PARAM_NAMES, "loss")), size=(kh, kw),
-                          amplitude=values["amplitude"] if amplitude else torch.ones(len(slices), dtype=torch.float64),
-                          history=history, starts=fit.starts if fit is not None else [],
-                          seconds=fit.seconds if fit is not None else 0.0)
-        return module, report
+        return cls._from_conv(conv, amplitude=amplitude, learn=learn, backend=backend, seed=seed,
+                              return_fit=return_fit)
+
+    @classmethod
+    def _fit_slices(cls, slices, amplitude, seed):
+        return fit_kernel(slices, seed=seed, amplitude=amplitude)
 
 
 
@@ -656,6 +676,7 @@ class GaborConv1d(_GaborConvNd):
     _gabor_names = _checks.PARAM_NAMES_1D
     _conv_class = nn.Conv1d
     _conv = staticmethod(F.conv1d)
+    _classic = staticmethod(classic_bank1d)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
@@ -668,15 +689,49 @@ class GaborConv1d(_GaborConvNd):
     def _build_bank(self, params):
         return _bank1d(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
 
-    def _initial_bank(self, shape):
-        return classic_bank1d(*shape, self.kernel_size, dtype=torch.float64)
-
     def _half_extents(self, values, n_sigma):
         return (n_sigma * values["sigma"],)
 
     def to_conv1d(self) -> nn.Conv1d:
         """A plain ``nn.Conv1d`` holding the current bank, with the same output."""
         return self._to_conv()
+
+    @classmethod
+    def from_conv1d(cls, conv: nn.Conv1d, *, amplitude: bool = True, learn="all", backend: str = "auto",
+                    seed: int = 0, return_fit: bool = False):
+        """A GaborConv1d with ``conv``'s configuration, its filters fitted to ``conv``'s weights.
+
+        As :meth:`GaborConv2d.from_conv2d`, for 1-D: every slice ``conv.weight[o, i]`` is fitted
+        with a gain (unless ``amplitude=False``) by the search and refinement of
+        :func:`~gaborlayer.fit_kernel`, run on the slice as a ``1 x k`` kernel with ``theta = 0``
+        and ``gamma = 1`` held fixed (the 2-D filter on one row is the 1-D one). The bias is
+        copied; an all-zero slice gets amplitude 0.
+
+        Args:
+            conv: an ``nn.Conv1d`` with a kernel of at least 3 taps and finite weights.
+            amplitude, learn, backend, seed: as in :meth:`GaborConv2d.from_conv2d`.
+            return_fit: also return the :class:`~gaborlayer.GaborFit` of the ``N = out_channels *
+                in_channels // groups`` slices (its ``size`` is ``(1, k)``, its ``theta`` 0 and its
+                ``gamma`` 1; ``1 - fit.loss`` is the fraction of each slice explained).
+
+        Returns:
+            the GaborConv1d, on ``conv``'s device and dtype; with ``return_fit``, ``(module, fit)``.
+
+        Example:
+            >>> from gaborlayer import gabor_kernel1d
+            >>> conv = nn.Conv1d(1, 2, 15, padding=7)
+            >>> with torch.no_grad():
+            ...     _ = conv.weight.copy_(-0.3 * gabor_kernel1d(torch.tensor([2.0, 3.0]), 5.0, 0.4, 15)[:, None])
+            >>> gabor, fit = GaborConv1d.from_conv1d(conv, return_fit=True)
+            >>> bool((1 - fit.loss).min() > 0.999999), torch.allclose(gabor.weight, conv.weight, atol=1e-6)
+            (True, True)
+        """
+        return cls._from_conv(conv, amplitude=amplitude, learn=learn, backend=backend, seed=seed,
+                              return_fit=return_fit)
+
+    @classmethod
+    def _fit_slices(cls, slices, amplitude, seed):
+        return _fit_kernel1d(slices, amplitude=amplitude, seed=seed)
 
 
 class GaborConv3d(_GaborConvNd):
@@ -717,6 +772,7 @@ class GaborConv3d(_GaborConvNd):
     _gabor_names = _checks.PARAM_NAMES_3D
     _conv_class = nn.Conv3d
     _conv = staticmethod(F.conv3d)
+    _classic = staticmethod(classic_bank3d)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
@@ -728,9 +784,6 @@ class GaborConv3d(_GaborConvNd):
 
     def _build_bank(self, params):
         return _bank3d(*params, *self.kernel_size, zero_mean=self.zero_mean, backend=self.backend)
-
-    def _initial_bank(self, shape):
-        return classic_bank3d(*shape, self.kernel_size, dtype=torch.float64)
 
     def _half_extents(self, values, n_sigma):
         along = n_sigma * values["sigma"]
@@ -750,8 +803,9 @@ class GaborConv3d(_GaborConvNd):
         return self._to_conv()
 
 
-def _conv2d_arguments(conv: nn.Conv2d) -> dict:
-    """The constructor arguments that give a GaborConv2d ``conv``'s configuration, device and dtype."""
+def _conv_arguments(conv: nn.Module) -> dict:
+    """The constructor arguments that give a Gabor layer ``conv``'s (an ``nn.ConvNd``) configuration,
+    device and dtype."""
     return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
                 stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
                 bias=conv.bias is not None, padding_mode=conv.padding_mode, device=conv.weight.device,
@@ -807,7 +861,7 @@ def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> di
         if fit:
             new = GaborConv2d.from_conv2d(conv, **kwargs)
         else:
-            new = GaborConv2d(**_conv2d_arguments(conv), **kwargs)
+            new = GaborConv2d(**_conv_arguments(conv), **kwargs)
         new.train(conv.training)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, new)

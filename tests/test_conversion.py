@@ -1,7 +1,7 @@
-"""Bringing GaborConv2d into an existing model: the optional amplitude, ``from_conv2d`` and
-``replace_conv2d``.
+"""Bringing GaborConv2d into an existing model: the optional amplitude, ``from_conv2d`` (and
+``GaborConv1d.from_conv1d``) and ``replace_conv2d``.
 
-``from_conv2d`` is checked where the answer is known (conv weights that are scaled Gabor filters
+``from_conv2d`` and ``from_conv1d`` are checked where the answer is known (conv weights that are scaled Gabor filters
 come back exactly, with the same output) and where it is not (random weights: a valid module whose
 bank is the fit, with an honest explained fraction in [0, 1]).
 """
@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gaborlayer import GaborConv2d, gabor_kernel2d, replace_conv2d
+from gaborlayer import GaborConv1d, GaborConv2d, gabor_kernel1d, gabor_kernel2d, replace_conv2d
 from gaborlayer.fit import sample_params
 
 
@@ -135,6 +135,79 @@ def test_from_conv2d_non_finite_weights():
         conv.weight[0, 0, 1, 1] = math.nan
     with pytest.raises(ValueError, match="conv.weight must be finite"):
         GaborConv2d.from_conv2d(conv)
+
+
+# -- from_conv1d -------------------------------------------------------------------------------
+def gabor_conv1d(in_c, out_c, k, seed, groups=1, **kwargs) -> tuple[nn.Conv1d, torch.Tensor]:
+    """An nn.Conv1d whose every slice is a 1-D Gabor filter times a random gain of random sign."""
+    g = torch.Generator().manual_seed(seed)
+    n = out_c * (in_c // groups)
+    truth = sample_params(n, max(k, 6), g)
+    gain = (torch.rand(n, generator=g, dtype=torch.float64) + 0.05) * torch.where(
+        torch.rand(n, generator=g) < 0.5, -1.0, 1.0).double()
+    conv = nn.Conv1d(in_c, out_c, k, groups=groups, dtype=torch.float64, **kwargs)
+    with torch.no_grad():
+        bank = gabor_kernel1d(truth["sigma"], truth["lambd"], truth["psi"], k)
+        conv.weight.copy_((gain[:, None] * bank).reshape(conv.weight.shape))
+    return conv, gain
+
+
+@pytest.mark.parametrize("seed, config", [
+    (0, dict(in_c=1, out_c=6, k=15, padding=7)),
+    (1, dict(in_c=3, out_c=2, k=9, stride=2, bias=False)),
+    (2, dict(in_c=4, out_c=2, k=12, groups=2, padding="same", padding_mode="circular", dilation=1)),
+    (3, dict(in_c=2, out_c=3, k=5, dilation=2, padding_mode="reflect", padding=4)),
+])
+def test_from_conv1d_recovers_gabor_weights_exactly(seed, config):
+    conv, gain = gabor_conv1d(config.pop("in_c"), config.pop("out_c"), config.pop("k"), seed, **config)
+    gabor, fit = GaborConv1d.from_conv1d(conv, return_fit=True)
+    assert fit.loss.max() < 1e-9
+    torch.testing.assert_close(fit.amplitude, gain.abs(), rtol=1e-6, atol=1e-9)
+    assert fit.size == (1, conv.kernel_size[0]) and bool((fit.theta == 0).all()) and bool((fit.gamma == 1).all())
+    for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                 "padding_mode"):
+        assert getattr(gabor, name) == getattr(conv, name), name
+    assert (gabor.bias is None) == (conv.bias is None)
+    assert gabor.sigma.dtype == torch.float64
+    torch.testing.assert_close(gabor.weight, conv.weight, rtol=0, atol=1e-6)
+    x = torch.randn(2, conv.in_channels, 40, dtype=torch.float64)
+    torch.testing.assert_close(gabor(x), conv(x), rtol=0, atol=1e-5)
+
+
+def test_from_conv1d_of_random_weights_is_the_fit():
+    torch.manual_seed(0)
+    conv = nn.Conv1d(2, 3, 9)
+    gabor, fit = GaborConv1d.from_conv1d(conv, return_fit=True, learn=("psi", "amplitude"))
+    explained = 1 - fit.loss
+    assert fit.loss.shape == (6,) and bool(((explained >= 0) & (explained <= 1)).all())
+    assert explained.max() < 0.95  # random noise is not a Gabor filter; the report must say so
+    bank = (fit.amplitude[:, None] * gabor_kernel1d(fit.sigma, fit.lambd, fit.psi, 9)).reshape(conv.weight.shape)
+    torch.testing.assert_close(gabor.weight, bank.float(), rtol=0, atol=1e-6)
+    residual = (bank - conv.weight.double()).square().sum(-1) / conv.weight.double().square().sum(-1)
+    torch.testing.assert_close(1 - residual.reshape(-1), explained, rtol=0, atol=1e-5)
+    assert gabor.learn == ("psi", "amplitude") and gabor.sigma.dtype == torch.float32
+    torch.testing.assert_close(gabor.bias, conv.bias, rtol=0, atol=0)
+
+
+def test_from_conv1d_zero_slices_and_no_amplitude():
+    conv, _ = gabor_conv1d(2, 2, 11, seed=4)
+    with torch.no_grad():
+        conv.weight[1, 0] = 0
+    gabor, fit = GaborConv1d.from_conv1d(conv, return_fit=True)
+    assert fit.amplitude[2] == 0 and fit.loss[2] == 0
+    torch.testing.assert_close(gabor.weight, conv.weight, rtol=0, atol=1e-6)
+    unit = GaborConv1d.from_conv1d(conv, amplitude=False)
+    assert not unit.has_amplitude and "amplitude" not in unit.state_dict()
+
+
+@pytest.mark.parametrize("conv, error, match", [
+    (nn.Conv2d(1, 2, 3), TypeError, r"conv must be an nn.Conv1d, got Conv2d"),
+    (nn.Conv1d(1, 2, 2), ValueError, r"conv.kernel_size must be at least \(3,\) .* got \(2,\)"),
+    (nn.LazyConv1d(4, 3), ValueError, r"conv is a lazy nn.Conv1d whose weight is not initialised"),
+])
+def test_from_conv1d_bad_input(conv, error, match):
+    with pytest.raises(error, match=match):
+        GaborConv1d.from_conv1d(conv)
 
 
 # -- replace_conv2d ----------------------------------------------------------------------------
