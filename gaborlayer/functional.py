@@ -192,6 +192,14 @@ def _gabor_conv(dims: int, input, params, kernel_size, bias, stride, padding, di
     if params[0].dim() != 2:
         raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(params[0].shape)}")
     groups = _checks.positive_int(groups, "groups")
+    if input.dim() in (dims + 1, dims + 2):  # else F.convNd says what it expects
+        shape = (params[0].shape[0], input.shape[-(dims + 1)] // groups)
+        try:  # e.g. (C_out, 1) for every input channel, as the layers' init values broadcast
+            params = [torch.broadcast_to(p, shape) for p in params]
+        except RuntimeError:
+            raise ValueError(f"parameters must broadcast to (C_out, C_in // groups) = {shape} for an input with "
+                             f"{input.shape[-(dims + 1)]} channels and groups={groups}, got shape "
+                             f"{tuple(params[0].shape)}") from None
     if output != "real":
         if params[0].shape[0] % groups:
             raise ValueError(f"the pair outputs need C_out ({params[0].shape[0]}) divisible by groups ({groups})")

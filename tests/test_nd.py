@@ -358,6 +358,25 @@ def test_functional_convolutions():
         gabor_conv3d(x3, 0.0, 0.0, 1.0, 4.0, 1.0, 0.0, 3)
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_functional_parameters_broadcast_to_the_input_channels(dims):
+    """(C_out, 1) parameters serve every input channel, as the layers' initial values do."""
+    from gaborlayer import gabor_conv2d, gabor_kernel2d
+    conv, kernel, n = {1: (gabor_conv1d, gabor_kernel1d, 3), 2: (gabor_conv2d, gabor_kernel2d, 5),
+                       3: (gabor_conv3d, gabor_kernel3d, 6)}[dims]
+    gen = torch.Generator().manual_seed(dims)
+    params = [torch.rand(4, 1, dtype=torch.float64, generator=gen) + 1 for _ in range(n)]
+    x = torch.randn(2, 6, *(7,) * dims, dtype=torch.float64, generator=gen)
+    full = [p.expand(4, 3) for p in params]
+    torch.testing.assert_close(conv(x, *params, 3, groups=2), conv(x, *full, 3, groups=2), rtol=0, atol=0)
+    weight = kernel(*full, 3).reshape(4, 3, *(3,) * dims)
+    torch.testing.assert_close(conv(x, *params, 3, groups=2), getattr(torch.nn.functional, f"conv{dims}d")(
+        x, weight, None, 1, 0, 1, 2), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"parameters must broadcast to \(C_out, C_in // groups\) = \(4, 3\) for "
+                                         r"an input with 6 channels and groups=2, got shape \(4, 2\)"):
+        conv(x, *[p.expand(4, 2) for p in params], 3, groups=2)
+
+
 # -- the modules -----------------------------------------------------------------------------
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 MODULES = {1: (GaborConv1d, nn.Conv1d), 3: (GaborConv3d, nn.Conv3d)}
