@@ -311,7 +311,9 @@ class _GaborConvNd(nn.Module):
             if self.output != "real":
                 amplitude = _pairs(amplitude, amplitude, self.groups)
             bank = bank * amplitude.reshape(*amplitude.shape, *(1,) * self._dims)
-        return bank.reshape(-1, *bank.shape[-(self._dims + 1):]).to(stored[0].dtype)
+        bank = bank.reshape(-1, *bank.shape[-(self._dims + 1):]).to(stored[0].dtype)
+        layout = getattr(self, "_memory_format", None)  # set by .to(memory_format=...), see _apply
+        return bank if layout is None else bank.contiguous(memory_format=layout)
 
     def _cacheable(self, stored: list[torch.Tensor]) -> bool:
         """Whether the bank may come from the cache: eval mode, no graph to build, plain tensors."""
@@ -348,6 +350,36 @@ class _GaborConvNd(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self.check_extent()
+
+    _LAYOUTS = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+    def _apply(self, fn, recurse=True):
+        """``nn.Module._apply`` (``.to()``, ``.cuda()``, ``.half()``, ...), and the memory layout:
+        ``model.to(memory_format=torch.channels_last)`` converts the 4-D tensors an ``nn.Conv2d``
+        holds, and a Gabor layer holds none. Two probes of the layer's rank tell which layout the
+        call asks for (a contiguous probe that comes back channels-last, or a channels-last one that
+        comes back contiguous; other calls keep a probe's layout), so that ``.weight``, and with it
+        the output, follows the call as ``nn.ConvNd``'s do."""
+        module = super()._apply(fn, recurse)
+        self._cache = None
+        layout = self._LAYOUTS.get(self._dims)
+        if layout is None:  # 1-D: nn.Module.to converts no 3-D tensor either
+            return module
+        ref = self._stored()[0]
+        shape = (1, 2) + (2,) * self._dims
+        try:
+            plain = fn(torch.empty(shape, dtype=ref.dtype, device=ref.device))
+            last = fn(torch.empty(shape, dtype=ref.dtype, device=ref.device).contiguous(memory_format=layout))
+        except Exception:  # noqa: BLE001 - a fn that takes only parameters: the layout stays as it was
+            return module
+        if not (isinstance(plain, torch.Tensor) and isinstance(last, torch.Tensor) and plain.shape == shape
+                and last.shape == shape):
+            return module
+        if not plain.is_contiguous() and plain.is_contiguous(memory_format=layout):
+            self._memory_format = layout
+        elif last.is_contiguous():
+            self._memory_format = None
+        return module
 
     def check_extent(self, warn: bool = True) -> dict:
         """Look for filters whose envelope the kernel cuts off, or whose wavelength nears Nyquist.
@@ -480,7 +512,8 @@ class _GaborConvNd(nn.Module):
             conv.weight.copy_(weight)
             if bias is not None:
                 conv.bias.copy_(bias)
-        return conv
+        layout = getattr(self, "_memory_format", None)
+        return conv if layout is None else conv.to(memory_format=layout)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -229,15 +229,48 @@ def test_channels_last_model_matches_contiguous_and_conv2d(layout):
     close64(grads_cl["2.weight"], grads_twin["2.weight"])
 
 
-@pytest.mark.xfail(strict=True, reason="a channels_last GaborConv2d has no 4-D tensor for .to(memory_format=) "
-                   "to convert, so with a contiguous input its output stays contiguous where nn.Conv2d's is "
-                   "channels_last (values are equal; see test_channels_last_model_matches_contiguous_and_conv2d)")
 def test_channels_last_model_output_layout_like_conv2d():
+    """A Gabor layer holds no 4-D tensor for .to(memory_format=) to convert; it follows the call
+    anyway (GaborConv2d._apply), so with a contiguous input its output is channels_last, as
+    nn.Conv2d's is, until .to(memory_format=torch.contiguous_format) turns it back."""
     gabor, x = cl_setup()
+    y = gabor(x)
     twin = gabor.to_conv2d().to(memory_format=CL)
     gabor = gabor.to(memory_format=CL)
     assert twin(x).is_contiguous(memory_format=CL)
-    assert gabor(x).is_contiguous(memory_format=CL)
+    assert gabor(x).is_contiguous(memory_format=CL) and gabor.weight.is_contiguous(memory_format=CL)
+    close64(gabor(x), y)
+    # calls that name no layout keep it: dtype, deepcopy, the eval cache, to_conv2d
+    gabor = gabor.to(torch.float64).to("cpu")
+    assert gabor.weight.is_contiguous(memory_format=CL)
+    assert copy.deepcopy(gabor).float().weight.is_contiguous(memory_format=CL)
+    assert copy.deepcopy(gabor).weight.is_contiguous(memory_format=CL)
+    gabor.eval()
+    assert gabor.weight.is_contiguous(memory_format=CL) and gabor(x).is_contiguous(memory_format=CL)
+    assert gabor.to_conv2d().weight.is_contiguous(memory_format=CL)
+    assert list(gabor.state_dict()) == list(cl_setup()[0].state_dict())  # no new state
+    gabor = gabor.to(memory_format=torch.contiguous_format)
+    assert gabor.weight.is_contiguous() and gabor(x).is_contiguous()
+    close64(gabor(x), y)
+
+
+def test_channels_last_3d():
+    from gaborlayer import GaborConv1d, GaborConv3d
+    torch.manual_seed(0)
+    gabor = GaborConv3d(2, 3, 3, padding=1, dtype=torch.float64)
+    x = torch.randn(1, 2, 5, 5, 5, dtype=torch.float64)
+    y = gabor(x)
+    twin = gabor.to_conv3d().to(memory_format=torch.channels_last_3d)
+    gabor = gabor.to(memory_format=torch.channels_last_3d)
+    out = gabor(x)
+    assert gabor.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert gabor.to_conv3d().weight.is_contiguous(memory_format=torch.channels_last_3d)
+    # the output's layout is whatever F.conv3d makes of that weight, as for nn.Conv3d
+    assert out.is_contiguous(memory_format=torch.channels_last_3d) == twin(x).is_contiguous(
+        memory_format=torch.channels_last_3d)
+    close64(out, y)
+    one_d = GaborConv1d(2, 3, 5, dtype=torch.float64)  # nn.Module.to converts no 3-D tensor: nothing to follow
+    assert one_d.to(memory_format=CL).weight.is_contiguous()
 
 
 # -- torch.compile of a whole model --------------------------------------------------------------
