@@ -246,16 +246,18 @@ class GaborKernel3d(torch.autograd.Function):
         grad_env = grad * envelope
         g_cos = grad_env * torch.cos(phase)  # grad * kernel
         g_sin = grad_env * torch.sin(phase)
-        sigma_, lambd_ = sigma[:, None, None, None], lambd[:, None, None, None]
+        sigma_ = sigma[:, None, None, None]
 
         def total(t):
             return t.sum(dim=(-3, -2, -1))
+
+        if need[0] or need[1]:
+            g_cos_a = g_cos * a  # shared by both angles
 
         def d_angle(y_k, b_k):
             # dK/dangle for d x_par/d angle = y_k: K a (gamma b_k - y_k/sigma) - E sin(phase) 2 pi y_k/lambd
             # (the 2-D theta term, with y_k/sigma masked and no 1/gamma; see docs/nd.md)
             c_k = torch.where(alive, y_k / sigma_, 0.0)
-            g_cos_a = g_cos * a
             return total(g_cos_a * b_k) * gamma - total(g_cos_a * c_k) - total(g_sin * y_k) * (TWO_PI / lambd)
 
         d_theta = d_phi = d_sigma = d_lambd = d_gamma = d_psi = None
