@@ -15,7 +15,7 @@ import pickle
 import pytest
 import torch
 import torch.nn as nn
-from conftest import EXTREME_RANGES, RANGES, angles, float_dtypes, kernel_sizes, log_uniform, scaled
+from conftest import EXTREME_RANGES, RANGES, angles, conv_twin, float_dtypes, kernel_sizes, log_uniform, scaled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
@@ -34,17 +34,6 @@ X = torch.randn(2, 2, 9, 9, generator=torch.Generator().manual_seed(1))
 
 def exact(actual, expected):
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
-
-
-def conv2d_twin(m: GaborConv2d) -> nn.Conv2d:
-    """An nn.Conv2d built from the same arguments, holding m's bank and bias."""
-    ref = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                    m.bias is not None, m.padding_mode, dtype=m.theta.dtype)
-    with torch.no_grad():
-        ref.weight.copy_(m.weight)
-        if m.bias is not None:
-            ref.bias.copy_(m.bias)
-    return ref
 
 
 def fresh_copy(m: GaborConv2d, dtype=None) -> GaborConv2d:
@@ -103,7 +92,7 @@ def test_output_equals_nn_conv2d(config, dtype, zero_mean, learn, seed):
     kwargs, input_shape = config
     torch.manual_seed(seed)
     m = GaborConv2d(**kwargs, dtype=dtype, zero_mean=zero_mean, learn=learn)
-    ref = conv2d_twin(m)
+    ref = conv_twin(m)
     x = torch.randn(input_shape, dtype=dtype)
     expected = ref(x)
     exact(m(x), expected)
@@ -121,7 +110,7 @@ def test_output_equals_nn_conv2d_grid(padding_mode, padding, kernel_size, dilati
     """The edge cases spelled out: even kernels make 'same' padding asymmetric."""
     torch.manual_seed(0)
     m = GaborConv2d(2, 4, kernel_size, padding=padding, dilation=dilation, padding_mode=padding_mode, groups=2)
-    ref = conv2d_twin(m)
+    ref = conv_twin(m)
     for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
                  "padding_mode"):
         assert getattr(m, attr) == getattr(ref, attr), attr  # code that inspects conv layers
@@ -172,7 +161,7 @@ def test_weight_has_the_strides_of_nn_conv2d(in_channels, out_channels, kernel_s
     ref = nn.Conv2d(in_channels, out_channels, kernel_size)
     assert m.weight.stride() == ref.weight.stride()
     x = torch.randn(2, in_channels, 6, 6)
-    exact(m(x), conv2d_twin(m)(x))
+    exact(m(x), conv_twin(m)(x))
 
 
 def test_classic_bank():
@@ -672,7 +661,7 @@ def test_input_dtype_mismatch_fails_like_nn_conv2d():
     with pytest.raises(RuntimeError) as ours:
         m(X)
     with pytest.raises(RuntimeError) as theirs:
-        conv2d_twin(m)(X)
+        conv_twin(m)(X)
     assert str(ours.value) == str(theirs.value)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import EXTREME_RANGES, NAMES_1D, NAMES_3D, angles, log_uniform, nd_params, scaled
+from conftest import EXTREME_RANGES, NAMES_1D, NAMES_3D, angles, conv_twin, log_uniform, nd_params, scaled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -409,18 +409,6 @@ def conv_configs(draw, dims):
     return kwargs, (*batch, kwargs["in_channels"], *size)
 
 
-def twin(m):
-    """The nn.ConvNd built from the same arguments, holding m's bank and bias."""
-    conv_class = MODULES[m._dims][1]
-    ref = conv_class(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                     m.bias is not None, m.padding_mode, dtype=m.sigma.dtype)
-    with torch.no_grad():
-        ref.weight.copy_(m.weight)
-        if m.bias is not None:
-            ref.bias.copy_(m.bias)
-    return ref
-
-
 def exact(actual, expected):
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
@@ -433,7 +421,7 @@ def test_output_equals_nn_conv(dims, data, dtype, zero_mean, learn):
     kwargs, input_shape = data.draw(conv_configs(dims))
     torch.manual_seed(0)
     m = MODULES[dims][0](**kwargs, dtype=dtype, zero_mean=zero_mean, learn=learn)
-    ref = twin(m)
+    ref = conv_twin(m)
     for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
                  "padding_mode", "_reversed_padding_repeated_twice"):
         assert tuple(np.atleast_1d(getattr(m, attr))) == tuple(np.atleast_1d(getattr(ref, attr))), attr
