@@ -17,7 +17,6 @@ median over the 16 filters and the mean over seeds:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -55,8 +54,8 @@ def main(argv=None) -> None:
     seeds = args.seeds or (1 if args.quick else 3)
     epochs = 1 if args.quick else 6
     t0 = time.perf_counter()
-    print(f"| task | first layer | Gabor lr factor | weight change | theta moved | sigma factor | lambd factor | "
-          f"test acc |\n|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| task | first layer | Gabor lr factor | weight change | theta moved | sigma factor | lambd factor | "
+          "test acc |\n|---|---|---:|---:|---:|---:|---:|---:|")
     for task in ("orientation", "digits"):
         build, n_classes = dropin.TASKS[task]
         train_set, test_set = build(args.quick, torch.Generator().manual_seed(0))

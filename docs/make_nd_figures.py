@@ -54,7 +54,7 @@ def filter3d(path: Path, k: int = 15) -> None:
     """Slices z = const of one 3-D filter, and of the same filter with phi = 0 (the 2-D one times a
     Gaussian in z)."""
     theta, sigma, lambd, gamma, psi = math.pi / 6, 3.0, 6.0, 0.6, 0.0
-    rows = [(math.pi / 5, f"theta = pi/6, phi = pi/5"), (0.0, "theta = pi/6, phi = 0")]
+    rows = [(math.pi / 5, "theta = pi/6, phi = pi/5"), (0.0, "theta = pi/6, phi = 0")]
     slices = np.linspace(0, k - 1, 7).round().astype(int)
     fig, axes = plt.subplots(2, len(slices), figsize=(1.6 * len(slices), 3.7))
     for (phi, label), row in zip(rows, axes):
