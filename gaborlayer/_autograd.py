@@ -176,14 +176,14 @@ class GaborKernel1d(torch.autograd.Function):
         sigma, lambd, psi = ctx.saved_tensors
         need = ctx.needs_input_grad
         x, a, envelope, phase = _terms1d(sigma, lambd, psi, ctx.size)
-        a = torch.where(envelope > 0, a, 0.0)  # as in 2-D: a * a may overflow where E == 0
+        a = torch.nan_to_num(a, posinf=0.0, neginf=0.0)  # as in 2-D: products start from the envelope
         grad_env = grad * envelope
         g_cos = grad_env * torch.cos(phase)
         g_sin = grad_env * torch.sin(phase)
         d_sigma = d_lambd = d_psi = None
         if need[0]:
             # dK/dsigma = K a^2 / sigma
-            d_sigma = (g_cos * (a * a)).sum(-1) / sigma
+            d_sigma = ((g_cos * a) * a).sum(-1) / sigma
         if need[1]:
             # dK/dlambd = E sin(phase) * 2 pi x / lambd^2
             d_lambd = (g_sin * x).sum(-1) * (TWO_PI / (lambd * lambd))
@@ -241,8 +241,9 @@ class GaborKernel3d(torch.autograd.Function):
         theta, phi, sigma, lambd, gamma, psi = ctx.saved_tensors
         need = ctx.needs_input_grad
         x_par, y_1, y_2, a, b_1, b_2, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, *ctx.size)
-        alive = envelope > 0  # as in 2-D: products of a, b may overflow where E == 0
-        a, b_1, b_2 = (torch.where(alive, t, 0.0) for t in (a, b_1, b_2))
+        # As in 2-D: every product starts from the factor that holds the envelope, and infinities
+        # (only where the envelope is 0) become 0.
+        a, b_1, b_2 = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b_1, b_2))
         grad_env = grad * envelope
         g_cos = grad_env * torch.cos(phase)  # grad * kernel
         g_sin = grad_env * torch.sin(phase)
@@ -251,13 +252,15 @@ class GaborKernel3d(torch.autograd.Function):
         def total(t):
             return t.sum(dim=(-3, -2, -1))
 
-        if need[0] or need[1]:
-            g_cos_a = g_cos * a  # shared by both angles
+        if need[0] or need[1] or need[2]:
+            g_cos_a = g_cos * a  # shared by both angles and sigma
+        if need[2] or need[4]:
+            g_cos_bb = total((g_cos * b_1) * b_1) + total((g_cos * b_2) * b_2)
 
         def d_angle(y_k, b_k):
             # dK/dangle for d x_par/d angle = y_k: K a (gamma b_k - y_k/sigma) - E sin(phase) 2 pi y_k/lambd
-            # (the 2-D theta term, with y_k/sigma masked and no 1/gamma; see docs/nd.md)
-            c_k = torch.where(alive, y_k / sigma_, 0.0)
+            # (the 2-D theta term, with y_k/sigma kept finite as a and b are, and no 1/gamma; see docs/nd.md)
+            c_k = torch.nan_to_num(y_k / sigma_, posinf=0.0, neginf=0.0)
             return total(g_cos_a * b_k) * gamma - total(g_cos_a * c_k) - total(g_sin * y_k) * (TWO_PI / lambd)
 
         d_theta = d_phi = d_sigma = d_lambd = d_gamma = d_psi = None
@@ -269,13 +272,13 @@ class GaborKernel3d(torch.autograd.Function):
             d_phi = d_angle(y_2, b_2)
         if need[2]:
             # dK/dsigma = K (a^2 + b_1^2 + b_2^2) / sigma
-            d_sigma = total(g_cos * (a * a + b_1 * b_1 + b_2 * b_2)) / sigma
+            d_sigma = (total(g_cos_a * a) + g_cos_bb) / sigma
         if need[3]:
             # dK/dlambd = E sin(phase) * 2 pi x_par / lambd^2
             d_lambd = total(g_sin * x_par) * (TWO_PI / (lambd * lambd))
         if need[4]:
             # dK/dgamma = -K (b_1^2 + b_2^2) / gamma
-            d_gamma = -total(g_cos * (b_1 * b_1 + b_2 * b_2)) / gamma
+            d_gamma = -g_cos_bb / gamma
         if need[5]:
             # dK/dpsi = -E sin(phase)
             d_psi = -total(g_sin)
