@@ -7,7 +7,7 @@
 
 For each typical layer it times, in the same rounds (one call each per round, medians reported):
 
-* ``bank``: building the Gabor bank (``gaborlayer.functional._bank1d`` / ``_bank3d``, the analytic
+* ``bank``: building the Gabor bank (``gaborlayer.functional._bank`` with the 1-D / 3-D family, the analytic
   autograd Function) and its backward for a random incoming gradient;
 * ``conv``: ``F.conv1d`` / ``F.conv3d`` with that bank as weight, forward and the backward to the
   weight (a first layer: the input needs no gradient).
@@ -21,10 +21,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from gaborlayer.functional import _bank1d, _bank3d
-from gaborlayer.modules import classic_bank
+from gaborlayer._family import FAMILIES
+from gaborlayer.functional import _bank
+from gaborlayer.init import classic_bank2d
 
 # name, dims, (batch, in, out, kernel, spatial), padding
 CASES = [
@@ -39,21 +39,20 @@ def _sync(device):
 
 
 def _params(dims, out_c, in_c, k, device):
-    base = classic_bank(out_c, in_c, (k, k), dtype=torch.float32, device=device)
-    if dims == 1:
-        names = ("sigma", "lambd", "psi")
-        values = {n: base[n] for n in names}
-    else:
-        values = {**base, "phi": 0.3 * torch.ones_like(base["theta"])}
-        names = ("theta", "phi", "sigma", "lambd", "gamma", "psi")
-    return [values[n].clone().requires_grad_() for n in names]
+    base = classic_bank2d(out_c, in_c, (k, k), dtype=torch.float32, device=device)
+    values = {**base, "phi": 0.3 * torch.ones_like(base["theta"])}
+    return {n: values[n].clone().requires_grad_() for n in FAMILIES[dims].names}
 
 
 def bench(name, dims, shape, device, repeats):
     batch, in_c, out_c, k, spatial = shape
     params = _params(dims, out_c, in_c, k, device)
-    build = (lambda: _bank1d(*params, k)) if dims == 1 else (lambda: _bank3d(*params, k, k, k))
-    conv = F.conv1d if dims == 1 else F.conv3d
+    family = FAMILIES[dims]
+
+    def build():
+        return _bank(family, params, (k,) * dims)
+
+    conv = family.conv
     x = torch.randn(batch, in_c, *spatial, device=device)
     with torch.no_grad():
         weight_value = build()
@@ -61,7 +60,7 @@ def bench(name, dims, shape, device, repeats):
 
     def bank_step():
         bank = build()
-        torch.autograd.grad(bank, params, grad_bank)
+        torch.autograd.grad(bank, list(params.values()), grad_bank)
 
     weight = weight_value.clone().requires_grad_()
     grad_out = None

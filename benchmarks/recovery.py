@@ -1,6 +1,6 @@
 """Success rate and time of Gabor parameter recovery, against plain SGD and Adam from the same start.
 
-For each setting, ``--cases`` random identifiable truths (``gaborlayer.fit.sample_params``; kernel
+For each setting, ``--cases`` random identifiable truths (``gaborlayer.testing.sample_params``; kernel
 sizes cycle through 9, 12, 15, 21) are recovered by
 
 - ``fit_kernel`` / ``fit_response`` (the library: global search + L-BFGS-B from several starts),
@@ -10,7 +10,7 @@ sizes cycle through 9, 12, 15, 21) are recovered by
 - L-BFGS-B from the given init alone (the library's refinement without its global search: an
   ablation).
 
-Success is ``gaborlayer.fit.is_recovered``: theta within 1 degree (circular, modulo the
+Success is ``gaborlayer.testing.is_recovered``: theta within 1 degree (circular, modulo the
 theta + pi / -psi twin) and kernel within 1% relative error; with noisy responses theta within 2
 degrees. Inits: ``opposite`` is theta* - pi/2 (the question: truth pi/4, start -pi/4), ``wrap``
 puts truth and start on either side of theta = 0 = pi (truth 0.95 pi +- 0.04 pi, start
@@ -39,11 +39,12 @@ import numpy as np
 import torch
 
 from gaborlayer import fit_kernel, fit_response, gabor_conv2d
-from gaborlayer.fit import (IDENTIFIABLE, PARAM_NAMES, _bounds, _normal_equations, _Quadratic, _refine,
-                            _same_padding, _single_threaded_blas, add_noise, is_recovered, recovery_error,
-                            sample_params)
+from gaborlayer._family import GABOR_2D
+from gaborlayer.fit import _bounds, _normal_equations, _Quadratic, _refine, _same_padding, _single_threaded_blas
 from gaborlayer.functional import _bank
+from gaborlayer.testing import IDENTIFIABLE, add_noise, is_recovered, recovery_error, sample_params
 
+PARAM_NAMES = GABOR_2D.names  # theta, sigma, lambd, gamma, psi
 SIZES = (9, 12, 15, 21)
 CROP = 64
 SNR_DB = 20.0
@@ -92,7 +93,8 @@ def make_cases(n: int, data: str, free: str, init_mode: str, snr_db, seed: int, 
             fixed = {}
             init = {"theta": theta0, "sigma": sigma0, "lambd": (3 + 2 * sigma0) / 2, "gamma": 1.0, "psi": 0.0}
         case = {"size": size, "truth": truth, "init": init, "fixed": fixed, "noisy": snr_db is not None}
-        kernel = _bank(*(torch.tensor([truth[k]], dtype=torch.float64) for k in PARAM_NAMES), size, size)[0]
+        kernel = _bank(GABOR_2D, {k: torch.tensor([truth[k]], dtype=torch.float64) for k in PARAM_NAMES},
+                       (size, size))[0]
         if data == "kernel":
             case["kernel"] = kernel
         else:
@@ -181,7 +183,8 @@ def _first_order_group(cases, objectives, optimiser, lrs, steps, size, betas=(0.
     lr = lrs[:, None]
     for t in range(1, steps + 1):
         z.requires_grad_(True)
-        loss = losses(_bank(*natural(z), size, size).reshape(len(cases), -1)).nan_to_num(0.0).sum()
+        bank = _bank(GABOR_2D, dict(zip(PARAM_NAMES, natural(z))), (size, size))
+        loss = losses(bank.reshape(len(cases), -1)).nan_to_num(0.0).sum()
         (g,) = torch.autograd.grad(loss, z)
         g = g.nan_to_num(0.0) * free
         with torch.no_grad():

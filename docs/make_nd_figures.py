@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gaborlayer import gabor_kernel1d, gabor_kernel3d  # noqa: E402
-from gaborlayer.modules import classic_bank1d  # noqa: E402
+from gaborlayer.init import classic_bank1d  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "images"
 

@@ -1,9 +1,14 @@
-"""The Gabor bank as a ``torch.autograd.Function`` with an analytic backward.
+"""The Gabor banks as ``torch.autograd.Function``s with analytic backwards.
 
-Forward saves only the five parameter vectors; backward recomputes the rotated coordinates,
-envelope and phase, so no ``(N, kh, kw)`` intermediate outlives the forward. The backward is
-written in differentiable torch ops, so double backward (gradgradcheck) works through it.
-The derivation of every term is in ``docs/math.md`` (2-D) and ``docs/nd.md`` (1-D and 3-D).
+Each dimension has two plain functions, ``gabor_kernelNd_forward(params, size)`` and
+``gabor_kernelNd_backward(grad, params, size, needs_input_grad)``, where ``params`` are the
+parameter vectors ``(N,)`` in the family's order (``gaborlayer._family``). The autograd
+Functions (:class:`GaborKernel1d`, :class:`GaborKernel2d`, :class:`GaborKernel3d`) and the ``torch.library`` registration (``gaborlayer._ops``) both call them.
+
+Forward saves only the parameter vectors; backward recomputes the rotated coordinates, envelope
+and phase, so no ``(N, *size)`` intermediate outlives the forward. The backward is written in
+differentiable torch ops, so double backward (gradgradcheck) works through it. The derivation of
+every term is in ``docs/math.md`` (2-D) and ``docs/nd.md`` (1-D and 3-D).
 """
 from __future__ import annotations
 
@@ -11,12 +16,12 @@ import math
 
 import torch
 
-from ._reference import sampling_grid, sampling_grid1d, sampling_grid3d
+from ._reference import sampling_grid1d, sampling_grid2d, sampling_grid3d
 
 TWO_PI = 2 * math.pi
 
 
-def _terms(theta, sigma, lambd, gamma, psi, kh, kw):
+def _terms2d(theta, sigma, lambd, gamma, psi, kh, kw):
     """Shared intermediates, each ``(P, N)`` with ``P = kh * kw`` taps in row-major order.
 
     The filter index is the contiguous one: broadcasting a per-tap column against per-filter rows
@@ -31,7 +36,7 @@ def _terms(theta, sigma, lambd, gamma, psi, kh, kw):
     never by multiplying with 1/sigma**2, so a tiny sigma gives an envelope of exact zeros instead
     of 0 * inf = NaN.
     """
-    y, x = sampling_grid(kh, kw, theta.dtype, theta.device)
+    y, x = sampling_grid2d(kh, kw, theta.dtype, theta.device)
     x, y = x.expand(kh, kw).reshape(-1, 1), y.expand(kh, kw).reshape(-1, 1)  # (P, 1) columns
     cos_t, sin_t = torch.cos(theta), torch.sin(theta)
     x_rot = torch.addcmul(x * cos_t, y, sin_t)
@@ -44,67 +49,58 @@ def _terms(theta, sigma, lambd, gamma, psi, kh, kw):
     return x_rot, y_rot, a, b, c, envelope, phase
 
 
-class GaborKernel2d(torch.autograd.Function):
-    """``(theta, sigma, lambd, gamma, psi)`` of shape ``(N,)`` -> bank ``(N, kh, kw)``."""
+def gabor_kernel2d_forward(params, size):
+    """Bank ``(N, kh, kw)`` from ``params = (theta, sigma, lambd, gamma, psi)``, each ``(N,)``."""
+    theta = params[0]
+    *_, envelope, phase = _terms2d(*params, *size)
+    # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
+    # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
+    return (envelope * torch.cos(phase)).t().reshape(-1).view(theta.shape[0], *size)
 
-    generate_vmap_rule = True
 
-    @staticmethod
-    def forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
-        *_, envelope, phase = _terms(theta, sigma, lambd, gamma, psi, kh, kw)
-        # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
-        # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
-        return (envelope * torch.cos(phase)).t().reshape(-1).view(theta.shape[0], kh, kw)
+def gabor_kernel2d_backward(grad, params, size, needs_input_grad):
+    """The five parameter gradients ``(N,)`` (``None`` where not needed) from ``grad`` ``(N, kh, kw)``."""
+    theta, sigma, lambd, gamma, psi = params
+    need = needs_input_grad
+    x_rot, y_rot, a, b, c, envelope, phase = _terms2d(theta, sigma, lambd, gamma, psi, *size)
+    # Every product below starts from a factor that holds the envelope, so where it has
+    # underflowed to 0 each term is 0 * finite = 0. a, b and c are finite wherever the envelope
+    # is not 0; elsewhere a tiny sigma or a huge gamma can make them inf, and nan_to_num sets
+    # those to 0 so that 0 * inf does not turn into NaN. (A mask with torch.where costs ten
+    # times as much on a CPU.)
+    a, b, c = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b, c))
+    # (P, N) in the envelope's layout: reading the incoming gradient transposed here is
+    # cheaper than a separate contiguous copy.
+    grad_env = envelope * grad.reshape(grad.shape[0], -1).t()
+    g_cos = grad_env * torch.cos(phase)  # grad * kernel
+    g_sin = grad_env * torch.sin(phase)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        theta, sigma, lambd, gamma, psi, kh, kw = inputs
-        ctx.save_for_backward(theta, sigma, lambd, gamma, psi)
-        ctx.size = (kh, kw)
+    def total(t):
+        return t.sum(dim=0)
 
-    @staticmethod
-    def backward(ctx, grad):
-        theta, sigma, lambd, gamma, psi = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        x_rot, y_rot, a, b, c, envelope, phase = _terms(theta, sigma, lambd, gamma, psi, *ctx.size)
-        # Every product below starts from a factor that holds the envelope, so where it has
-        # underflowed to 0 each term is 0 * finite = 0. a, b and c are finite wherever the envelope
-        # is not 0; elsewhere a tiny sigma or a huge gamma can make them inf, and nan_to_num sets
-        # those to 0 so that 0 * inf does not turn into NaN. (A mask with torch.where costs ten
-        # times as much on a CPU.)
-        a, b, c = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b, c))
-        # (P, N) in the envelope's layout: reading the incoming gradient transposed here is
-        # cheaper than a separate contiguous copy.
-        grad_env = envelope * grad.reshape(grad.shape[0], -1).t()
-        g_cos = grad_env * torch.cos(phase)  # grad * kernel
-        g_sin = grad_env * torch.sin(phase)
-
-        def total(t):
-            return t.sum(dim=0)
-
-        d_theta = d_sigma = d_lambd = d_gamma = d_psi = None
-        if need[0] or need[1]:
-            g_cos_a = g_cos * a
-        if need[1] or need[3]:
-            g_cos_bb = total((g_cos * b) * b)
-        if need[0]:
-            # dK/dtheta = K * a b (gamma - 1/gamma) - E sin(phase) * 2 pi y'/lambd, with a b / gamma
-            # summed as a y'/sigma: 1/gamma overflows for a subnormal gamma, y'/sigma does not.
-            d_theta = (total(g_cos_a * b) * gamma - total(g_cos_a * c)
-                       - total(g_sin * y_rot) * (TWO_PI / lambd))
-        if need[1]:
-            # dK/dsigma = K (a^2 + b^2) / sigma
-            d_sigma = (total(g_cos_a * a) + g_cos_bb) / sigma
-        if need[2]:
-            # dK/dlambd = E sin(phase) * 2 pi x' / lambd^2
-            d_lambd = total(g_sin * x_rot) * (TWO_PI / (lambd * lambd))
-        if need[3]:
-            # dK/dgamma = -K b^2 / gamma
-            d_gamma = -g_cos_bb / gamma
-        if need[4]:
-            # dK/dpsi = -E sin(phase)
-            d_psi = -total(g_sin)
-        return d_theta, d_sigma, d_lambd, d_gamma, d_psi, None, None
+    d_theta = d_sigma = d_lambd = d_gamma = d_psi = None
+    if need[0] or need[1]:
+        g_cos_a = g_cos * a
+    if need[1] or need[3]:
+        g_cos_bb = total((g_cos * b) * b)
+    if need[0]:
+        # dK/dtheta = K * a b (gamma - 1/gamma) - E sin(phase) * 2 pi y'/lambd, with a b / gamma
+        # summed as a y'/sigma: 1/gamma overflows for a subnormal gamma, y'/sigma does not.
+        d_theta = (total(g_cos_a * b) * gamma - total(g_cos_a * c)
+                   - total(g_sin * y_rot) * (TWO_PI / lambd))
+    if need[1]:
+        # dK/dsigma = K (a^2 + b^2) / sigma
+        d_sigma = (total(g_cos_a * a) + g_cos_bb) / sigma
+    if need[2]:
+        # dK/dlambd = E sin(phase) * 2 pi x' / lambd^2
+        d_lambd = total(g_sin * x_rot) * (TWO_PI / (lambd * lambd))
+    if need[3]:
+        # dK/dgamma = -K b^2 / gamma
+        d_gamma = -g_cos_bb / gamma
+    if need[4]:
+        # dK/dpsi = -E sin(phase)
+        d_psi = -total(g_sin)
+    return d_theta, d_sigma, d_lambd, d_gamma, d_psi
 
 
 class QuadratureMagnitude(torch.autograd.Function):
@@ -155,42 +151,32 @@ def _terms1d(sigma, lambd, psi, k):
     return x, a, envelope, phase
 
 
-class GaborKernel1d(torch.autograd.Function):
-    """``(sigma, lambd, psi)`` of shape ``(N,)`` -> bank ``(N, k)``."""
+def gabor_kernel1d_forward(params, size):
+    """Bank ``(N, k)`` from ``params = (sigma, lambd, psi)``, each ``(N,)``."""
+    *_, envelope, phase = _terms1d(*params, *size)
+    return envelope * torch.cos(phase)
 
-    generate_vmap_rule = True
 
-    @staticmethod
-    def forward(sigma, lambd, psi, k: int):
-        *_, envelope, phase = _terms1d(sigma, lambd, psi, k)
-        return envelope * torch.cos(phase)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        sigma, lambd, psi, k = inputs
-        ctx.save_for_backward(sigma, lambd, psi)
-        ctx.size = k
-
-    @staticmethod
-    def backward(ctx, grad):
-        sigma, lambd, psi = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        x, a, envelope, phase = _terms1d(sigma, lambd, psi, ctx.size)
-        a = torch.nan_to_num(a, posinf=0.0, neginf=0.0)  # as in 2-D: products start from the envelope
-        grad_env = grad * envelope
-        g_cos = grad_env * torch.cos(phase)
-        g_sin = grad_env * torch.sin(phase)
-        d_sigma = d_lambd = d_psi = None
-        if need[0]:
-            # dK/dsigma = K a^2 / sigma
-            d_sigma = ((g_cos * a) * a).sum(-1) / sigma
-        if need[1]:
-            # dK/dlambd = E sin(phase) * 2 pi x / lambd^2
-            d_lambd = (g_sin * x).sum(-1) * (TWO_PI / (lambd * lambd))
-        if need[2]:
-            # dK/dpsi = -E sin(phase)
-            d_psi = -g_sin.sum(-1)
-        return d_sigma, d_lambd, d_psi, None
+def gabor_kernel1d_backward(grad, params, size, needs_input_grad):
+    """The three parameter gradients ``(N,)`` (``None`` where not needed) from ``grad`` ``(N, k)``."""
+    sigma, lambd, psi = params
+    need = needs_input_grad
+    x, a, envelope, phase = _terms1d(sigma, lambd, psi, *size)
+    a = torch.nan_to_num(a, posinf=0.0, neginf=0.0)  # as in 2-D: products start from the envelope
+    grad_env = grad * envelope
+    g_cos = grad_env * torch.cos(phase)
+    g_sin = grad_env * torch.sin(phase)
+    d_sigma = d_lambd = d_psi = None
+    if need[0]:
+        # dK/dsigma = K a^2 / sigma
+        d_sigma = ((g_cos * a) * a).sum(-1) / sigma
+    if need[1]:
+        # dK/dlambd = E sin(phase) * 2 pi x / lambd^2
+        d_lambd = (g_sin * x).sum(-1) * (TWO_PI / (lambd * lambd))
+    if need[2]:
+        # dK/dpsi = -E sin(phase)
+        d_psi = -g_sin.sum(-1)
+    return d_sigma, d_lambd, d_psi
 
 
 def _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw):
@@ -220,66 +206,117 @@ def _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw):
     return x_par, y_1, y_2, a, b_1, b_2, envelope, phase
 
 
+def gabor_kernel3d_forward(params, size):
+    """Bank ``(N, kd, kh, kw)`` from ``params = (theta, phi, sigma, lambd, gamma, psi)``, each ``(N,)``."""
+    *_, envelope, phase = _terms3d(*params, *size)
+    return envelope * torch.cos(phase)
+
+
+def gabor_kernel3d_backward(grad, params, size, needs_input_grad):
+    """The six parameter gradients ``(N,)`` (``None`` where not needed) from ``grad`` ``(N, kd, kh, kw)``."""
+    theta, phi, sigma, lambd, gamma, psi = params
+    need = needs_input_grad
+    x_par, y_1, y_2, a, b_1, b_2, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, *size)
+    # As in 2-D: every product starts from the factor that holds the envelope, and infinities
+    # (only where the envelope is 0) become 0.
+    a, b_1, b_2 = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b_1, b_2))
+    grad_env = grad * envelope
+    g_cos = grad_env * torch.cos(phase)  # grad * kernel
+    g_sin = grad_env * torch.sin(phase)
+    sigma_ = sigma[:, None, None, None]
+
+    def total(t):
+        return t.sum(dim=(-3, -2, -1))
+
+    if need[0] or need[1] or need[2]:
+        g_cos_a = g_cos * a  # shared by both angles and sigma
+    if need[2] or need[4]:
+        g_cos_bb = total((g_cos * b_1) * b_1) + total((g_cos * b_2) * b_2)
+
+    def d_angle(y_k, b_k):
+        # dK/dangle for d x_par/d angle = y_k: K a (gamma b_k - y_k/sigma) - E sin(phase) 2 pi y_k/lambd
+        # (the 2-D theta term, with y_k/sigma kept finite as a and b are, and no 1/gamma; see docs/nd.md)
+        c_k = torch.nan_to_num(y_k / sigma_, posinf=0.0, neginf=0.0)
+        return total(g_cos_a * b_k) * gamma - total(g_cos_a * c_k) - total(g_sin * y_k) * (TWO_PI / lambd)
+
+    d_theta = d_phi = d_sigma = d_lambd = d_gamma = d_psi = None
+    if need[0]:
+        # d x_par/d theta = cos(phi) y_1
+        d_theta = torch.cos(phi) * d_angle(y_1, b_1)
+    if need[1]:
+        # d x_par/d phi = y_2
+        d_phi = d_angle(y_2, b_2)
+    if need[2]:
+        # dK/dsigma = K (a^2 + b_1^2 + b_2^2) / sigma
+        d_sigma = (total(g_cos_a * a) + g_cos_bb) / sigma
+    if need[3]:
+        # dK/dlambd = E sin(phase) * 2 pi x_par / lambd^2
+        d_lambd = total(g_sin * x_par) * (TWO_PI / (lambd * lambd))
+    if need[4]:
+        # dK/dgamma = -K (b_1^2 + b_2^2) / gamma
+        d_gamma = -g_cos_bb / gamma
+    if need[5]:
+        # dK/dpsi = -E sin(phase)
+        d_psi = -total(g_sin)
+    return d_theta, d_phi, d_sigma, d_lambd, d_gamma, d_psi
+
+
+# The three Functions save only the parameter vectors and recompute the rest in backward. Their
+# forwards spell out the arguments: torch.compile tells a forward without ctx (setup_context style)
+# by its signature, which *args would hide.
+class GaborKernel1d(torch.autograd.Function):
+    """``(sigma, lambd, psi)`` of shape ``(N,)`` and ``k`` -> bank ``(N, k)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(sigma, lambd, psi, k: int):
+        return gabor_kernel1d_forward((sigma, lambd, psi), (k,))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:3])
+        ctx.size = inputs[3:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*gabor_kernel1d_backward(grad, ctx.saved_tensors, ctx.size, ctx.needs_input_grad), None)
+
+
+class GaborKernel2d(torch.autograd.Function):
+    """``(theta, sigma, lambd, gamma, psi)`` of shape ``(N,)`` and ``kh, kw`` -> bank ``(N, kh, kw)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
+        return gabor_kernel2d_forward((theta, sigma, lambd, gamma, psi), (kh, kw))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:5])
+        ctx.size = inputs[5:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*gabor_kernel2d_backward(grad, ctx.saved_tensors, ctx.size, ctx.needs_input_grad), None, None)
+
+
 class GaborKernel3d(torch.autograd.Function):
-    """``(theta, phi, sigma, lambd, gamma, psi)`` of shape ``(N,)`` -> bank ``(N, kd, kh, kw)``."""
+    """``(theta, phi, sigma, lambd, gamma, psi)`` of shape ``(N,)`` and ``kd, kh, kw`` -> bank
+    ``(N, kd, kh, kw)``."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(theta, phi, sigma, lambd, gamma, psi, kd: int, kh: int, kw: int):
-        *_, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw)
-        return envelope * torch.cos(phase)
+        return gabor_kernel3d_forward((theta, phi, sigma, lambd, gamma, psi), (kd, kh, kw))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        *params, kd, kh, kw = inputs
-        ctx.save_for_backward(*params)
-        ctx.size = (kd, kh, kw)
+        ctx.save_for_backward(*inputs[:6])
+        ctx.size = inputs[6:]
 
     @staticmethod
     def backward(ctx, grad):
-        theta, phi, sigma, lambd, gamma, psi = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        x_par, y_1, y_2, a, b_1, b_2, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, *ctx.size)
-        # As in 2-D: every product starts from the factor that holds the envelope, and infinities
-        # (only where the envelope is 0) become 0.
-        a, b_1, b_2 = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b_1, b_2))
-        grad_env = grad * envelope
-        g_cos = grad_env * torch.cos(phase)  # grad * kernel
-        g_sin = grad_env * torch.sin(phase)
-        sigma_ = sigma[:, None, None, None]
-
-        def total(t):
-            return t.sum(dim=(-3, -2, -1))
-
-        if need[0] or need[1] or need[2]:
-            g_cos_a = g_cos * a  # shared by both angles and sigma
-        if need[2] or need[4]:
-            g_cos_bb = total((g_cos * b_1) * b_1) + total((g_cos * b_2) * b_2)
-
-        def d_angle(y_k, b_k):
-            # dK/dangle for d x_par/d angle = y_k: K a (gamma b_k - y_k/sigma) - E sin(phase) 2 pi y_k/lambd
-            # (the 2-D theta term, with y_k/sigma kept finite as a and b are, and no 1/gamma; see docs/nd.md)
-            c_k = torch.nan_to_num(y_k / sigma_, posinf=0.0, neginf=0.0)
-            return total(g_cos_a * b_k) * gamma - total(g_cos_a * c_k) - total(g_sin * y_k) * (TWO_PI / lambd)
-
-        d_theta = d_phi = d_sigma = d_lambd = d_gamma = d_psi = None
-        if need[0]:
-            # d x_par/d theta = cos(phi) y_1
-            d_theta = torch.cos(phi) * d_angle(y_1, b_1)
-        if need[1]:
-            # d x_par/d phi = y_2
-            d_phi = d_angle(y_2, b_2)
-        if need[2]:
-            # dK/dsigma = K (a^2 + b_1^2 + b_2^2) / sigma
-            d_sigma = (total(g_cos_a * a) + g_cos_bb) / sigma
-        if need[3]:
-            # dK/dlambd = E sin(phase) * 2 pi x_par / lambd^2
-            d_lambd = total(g_sin * x_par) * (TWO_PI / (lambd * lambd))
-        if need[4]:
-            # dK/dgamma = -K (b_1^2 + b_2^2) / gamma
-            d_gamma = -g_cos_bb / gamma
-        if need[5]:
-            # dK/dpsi = -E sin(phase)
-            d_psi = -total(g_sin)
-        return d_theta, d_phi, d_sigma, d_lambd, d_gamma, d_psi, None, None, None
+        return (*gabor_kernel3d_backward(grad, ctx.saved_tensors, ctx.size, ctx.needs_input_grad), None, None, None)

@@ -14,7 +14,8 @@ Implementations, by device:
 
 - CUDA: the Triton kernels (:mod:`gaborlayer._triton.bank`), launched through ``wrap_triton``, so
   torch.compile sees the kernels themselves (``triton_op`` decomposes the op into them).
-- CPU: the PyTorch formulas of :class:`gaborlayer._autograd.GaborKernel2d`. Under the Triton
+- CPU: the PyTorch formulas, ``gabor_kernel2d_forward`` / ``gabor_kernel2d_backward`` of
+  :mod:`gaborlayer._autograd` (the ones the autograd Function calls). Under the Triton
   interpreter (``TRITON_INTERPRET=1``, how CI tests the kernels without a GPU) the eager CPU
   kernel runs the interpreted Triton kernels instead, so ``backend="triton"`` really runs Triton
   there; traced code (fake tensors, torch.compile) always takes the PyTorch formulas on CPU,
@@ -27,12 +28,10 @@ vmap rule; ``backend="torch"`` (the autograd Function) has both.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from torch.library import triton_op
 
-from ._autograd import GaborKernel2d
+from ._autograd import gabor_kernel2d_backward, gabor_kernel2d_forward
 from ._triton.bank import INTERPRETED, bank_backward, bank_forward
 
 __all__ = ["gabor_bank", "gabor_bank_backward"]
@@ -58,17 +57,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _torch_forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> torch.Tensor:
     dtype = theta.dtype
     params = [p.to(_compute_dtype(dtype)) for p in (theta, sigma, lambd, gamma, psi)]
-    return GaborKernel2d.forward(*params, kh, kw).to(dtype)
+    return gabor_kernel2d_forward(params, (kh, kw)).to(dtype)
 
 
 def _torch_backward(grad, theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> tuple[torch.Tensor, ...]:
-    # GaborKernel2d.backward is the one written copy of the gradient formulas; it reads only
-    # these three attributes of its ctx.
     dtype = theta.dtype
     compute = _compute_dtype(dtype)
-    ctx = SimpleNamespace(saved_tensors=[p.to(compute) for p in (theta, sigma, lambd, gamma, psi)],
-                          needs_input_grad=(True,) * 5 + (False, False), size=(kh, kw))
-    grads = GaborKernel2d.backward(ctx, grad.to(compute))[:5]
+    params = [p.to(compute) for p in (theta, sigma, lambd, gamma, psi)]
+    grads = gabor_kernel2d_backward(grad.to(compute), params, (kh, kw), (True,) * 5)
     return tuple(g.to(dtype) for g in grads)
 
 

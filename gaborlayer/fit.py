@@ -24,42 +24,42 @@ The response loss is a quadratic form in the kernel, ``||A k - y||^2`` with ``A`
 matrix of ``x``, so it is evaluated through the Gram matrix ``A^T A`` (exactly ``F.conv2d``'s
 loss, at ``O(kh^2 kw^2)`` per evaluation instead of a convolution).
 
-The evaluation helpers at the end (:func:`sample_params`, :func:`recovery_error`,
-:func:`is_recovered`, :func:`add_noise`) define the success criterion used by the tests, the
-benchmark and the demo.
+Where things are, in this file's order: the result (:class:`GaborFit`); the objective
+(:class:`_Quadratic`) and the refinement (:func:`_refine`, :func:`_bounds`); step 1 (the spectrum
+peak, the grid, its three scorers and the neighbour suppression); the procedure for one target
+(:func:`_fit_one`) and the packaging of results; the public entries :func:`fit_kernel` and
+:func:`fit_response` with their input checks (from the shared :mod:`gaborlayer._checks`). The
+evaluation helpers that define success (``sample_params``, ``recovery_error``, ``is_recovered``,
+``add_noise``) live in :mod:`gaborlayer.testing`. scipy (and threadpoolctl) are imported only
+when a fit runs.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import minimize
 
 from . import _checks
 from ._autograd import GaborKernel2d
+from ._family import GABOR_2D
 from .functional import _bank, canonicalize
 
-try:  # a scipy dependency's dependency in practice; optional here
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
-
-PARAM_NAMES = _checks.PARAM_NAMES
-LAMBD_FLOOR = 2.0  # pixels; the search stays above the Nyquist wavelength
 _LOG = (False, True, True, True, False)  # which coordinates are optimised as logarithms
 _DTYPE = torch.float64
 _EXACT = 1e-12  # relative loss below which a start is an exact fit: no other start can beat it
 # Coarse-grid sizes over [0, pi) (doubled over [0, 2 pi) when psi is fixed), wavelength, width, aspect.
 _GRID = {"theta": 24, "lambd": 8, "sigma": 3, "gamma": (0.6, 1.2)}
-# Fixed values must be finite and above these bounds (theta and psi: any finite value).
-_FIXED_LOWER = {"sigma": 0.0, "lambd": 0.0, "gamma": 0.0}
-_INIT_LOWER = {"sigma": 0.0, "lambd": LAMBD_FLOOR, "gamma": 0.0}
+
+
+def _bank2d(values, size: tuple[int, int]) -> torch.Tensor:
+    """Bank ``(*S, kh, kw)`` from the five parameters (in ``GABOR_2D.names`` order, one shape ``S``)."""
+    return _bank(GABOR_2D, dict(zip(GABOR_2D.names, values)), size)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class GaborFit:
 
     def params(self) -> dict[str, torch.Tensor]:
         """The five parameters as a dict (``gabor_kernel2d(**fit.params(), size=fit.size)``)."""
-        return {name: getattr(self, name) for name in PARAM_NAMES}
+        return {name: getattr(self, name) for name in GABOR_2D.names}
 
     def __post_init__(self):
         if self.amplitude is None:
@@ -112,69 +112,26 @@ class GaborFit:
     def kernel(self) -> torch.Tensor:
         """The fitted kernel ``(kh, kw)``, or ``(N, kh, kw)`` for a batch, in float64
         (times ``amplitude``)."""
-        return self.amplitude[..., None, None] * _bank(*self.params().values(), *self.size)
+        return self.amplitude[..., None, None] * _bank(GABOR_2D, self.params(), self.size)
 
     def __repr__(self) -> str:
         def show(t):
             return f"{t.item():.4f}" if t.dim() == 0 else f"<{tuple(t.shape)}>"
-        body = ", ".join(f"{name}={show(getattr(self, name))}" for name in (*PARAM_NAMES, "amplitude", "loss"))
+        body = ", ".join(f"{name}={show(getattr(self, name))}" for name in (*GABOR_2D.names, "amplitude", "loss"))
         return f"GaborFit({body}, size={self.size})"
-
-
-# -- input checks --------------------------------------------------------------------------------
-def _check_params(values, name: str, lower: dict, n: int | None) -> dict[str, torch.Tensor]:
-    """``fixed`` or ``init`` as float64 tensors broadcast to ``(n,)`` (``n`` targets)."""
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise TypeError(f"{name} must be a dict of parameter values, got {type(values).__name__}")
-    unknown = [k for k in values if k not in PARAM_NAMES]
-    if unknown:
-        raise ValueError(f"{name} has unknown parameter names {unknown}; allowed: {PARAM_NAMES}")
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, torch.Tensor):
-            if not value.dtype.is_floating_point:
-                raise TypeError(f"{name}[{key!r}] must be a float or a floating-point tensor, got dtype {value.dtype}")
-            t = value.detach().to("cpu", _DTYPE).reshape(-1)
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            t = torch.tensor([float(value)], dtype=_DTYPE)
-        else:
-            raise TypeError(f"{name}[{key!r}] must be a float or a floating-point tensor, got {type(value).__name__}")
-        if t.numel() not in (1, n or 1):
-            raise ValueError(f"{name}[{key!r}] must be a scalar or have one value per kernel ({n}), "
-                             f"got {t.numel()} values")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name}[{key!r}] must be finite, got {t.tolist()}")
-        if key in lower and bool((t <= lower[key]).any()):
-            raise ValueError(f"{name}[{key!r}] must be > {lower[key]}, got {t.min().item()}")
-        out[key] = t.expand(n or 1)
-    return out
-
-
-def _check_fixed_init(fixed, init, n):
-    fixed_t = _check_params(fixed, "fixed", _FIXED_LOWER, n)
-    init_t = _check_params(init, "init", _INIT_LOWER, n)
-    both = sorted(set(fixed_t) & set(init_t))
-    if both:
-        raise ValueError(f"parameters {both} are both fixed and given an init; a fixed value is its own init")
-    return fixed_t, init_t
-
-
-def _check_size(kh: int, kw: int, name: str) -> None:
-    if kh < 3 or kw < 3:
-        raise ValueError(f"{name} must be at least 3 x 3 to identify a Gabor filter, got ({kh}, {kw})")
 
 
 def _single_threaded_blas():
     """L-BFGS-B calls BLAS on vectors of length <= 5; a multi-threaded BLAS then spends ~10 ms
     per iteration waking threads (measured 40x slower on 2 cores), so pin it to one thread."""
-    if threadpool_limits is None:  # pragma: no cover
+    try:  # a scipy dependency's dependency in practice; optional here
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
 
 
-# -- the objective -------------------------------------------------------------------------------
+# -- the objective and the refinement -------------------------------------------------------------
 class _Quadratic:
     """The relative loss ``(k^T Q k - 2 b^T k + c) / c`` of a flattened kernel ``k``.
 
@@ -221,8 +178,11 @@ class _Quadratic:
 def _refine(objective: _Quadratic, start: np.ndarray, free: list[int], bounds: list, max_iter: int = 400):
     """L-BFGS-B from ``start`` (five natural parameters) over the ``free`` coordinates.
 
-    Returns the final parameters, the final loss and the record of iterates.
+    Returns the final parameters, the final loss and the record of iterates (rows: the five
+    parameters and the loss, first row the start).
     """
+    from scipy.optimize import minimize  # scipy only when a fit runs
+
     natural = start.astype(np.float64).copy()
 
     def to_z(p):
@@ -253,10 +213,11 @@ def _refine(objective: _Quadratic, start: np.ndarray, free: list[int], bounds: l
 
 
 def _bounds(free: list[int], size: tuple[int, int]) -> list[tuple[float, float]]:
+    """Box bounds of the ``free`` coordinates (theta and psi unbounded, the rest as logarithms)."""
     span = max(size)
-    limits = {1: (math.log(0.3), math.log(4.0 * span)),          # sigma
-              2: (math.log(LAMBD_FLOOR), math.log(8.0 * span)),  # lambd
-              3: (math.log(0.1), math.log(10.0))}                # gamma
+    limits = {1: (math.log(0.3), math.log(4.0 * span)),                  # sigma
+              2: (math.log(_checks.LAMBD_FLOOR), math.log(8.0 * span)),  # lambd
+              3: (math.log(0.1), math.log(10.0))}                        # gamma
     return [limits.get(i, (-math.inf, math.inf)) for i in free]
 
 
@@ -279,20 +240,20 @@ def _spectrum_peak(target: torch.Tensor) -> tuple[float, float] | None:
 
 def _grid_axes(size, fixed: dict, peak, offset: float, theta_period: float):
     """The values searched along each axis (a fixed parameter has one value)."""
-    span = max(size)
+    span, floor = max(size), _checks.LAMBD_FLOOR
     n_theta = _GRID["theta"] if theta_period == math.pi else 2 * _GRID["theta"]
     axes = {"theta": (torch.arange(n_theta, dtype=_DTYPE) + offset) * (theta_period / n_theta)}
     def geometric(lo, hi, n):
         return torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=_DTYPE))
 
-    axes["lambd"] = geometric(LAMBD_FLOOR, max(2.0 * LAMBD_FLOOR, 1.2 * span), _GRID["lambd"])
+    axes["lambd"] = geometric(floor, max(2.0 * floor, 1.2 * span), _GRID["lambd"])
     axes["sigma"] = geometric(1.0, max(1.5, span / 2.5), _GRID["sigma"])
     axes["gamma"] = torch.tensor(_GRID["gamma"], dtype=_DTYPE)
     if peak is not None:
         theta_p, lambd_p = peak
         extra = torch.tensor([theta_p, theta_p + math.pi], dtype=_DTYPE) % theta_period
         axes["theta"] = torch.cat([axes["theta"], extra])
-        if lambd_p >= LAMBD_FLOOR:
+        if lambd_p >= floor:
             axes["lambd"] = torch.cat([axes["lambd"], torch.tensor([lambd_p], dtype=_DTYPE)])
     for name, value in fixed.items():
         if name != "psi":
@@ -300,55 +261,85 @@ def _grid_axes(size, fixed: dict, peak, offset: float, theta_period: float):
     return axes
 
 
-def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n_keep: int,
-                     offset: float, chunk: int = 4096) -> list[np.ndarray]:
-    """The best ``n_keep`` distinct grid points for ``target`` ``(kh, kw)``, each five parameters."""
+_MESH = ("theta", "sigma", "lambd", "gamma")  # the searched axes, psi being solved for
+
+
+def _grid_mesh(axes: dict) -> dict[str, torch.Tensor]:
+    """Every combination of the axes' values: four flat float64 tensors of one length."""
+    mesh = torch.meshgrid(*(axes[name] for name in _MESH), indexing="ij")
+    return {name: m.reshape(-1) for name, m in zip(_MESH, mesh)}
+
+
+# Scorers: for a chunk of M grid points (four float32 tensors (M,) in _MESH order) and the flat
+# float32 target t with |t|^2 = t_sq, the losses (M,) up to the factor 1 / t_sq, and the best psi.
+def _score_psi_fixed(points: list, psi: torch.Tensor, t: torch.Tensor, t_sq: float, amplitude: bool,
+                     size) -> tuple[torch.Tensor, torch.Tensor]:
+    """psi held at a known value: one kernel per point (and its best gain with ``amplitude``)."""
+    m = points[0].numel()
+    psi = psi.to(torch.float32).expand(m)
+    k = _bank2d([*points, psi], size).reshape(m, -1)
+    kk, kt = k.square().sum(-1), k @ t
+    score = t_sq - kt.square() / kk.clamp_min(1e-30) if amplitude else kk - 2 * kt + t_sq
+    return score, psi.to(_DTYPE)
+
+
+def _even_odd_products(points: list, t: torch.Tensor, size) -> tuple[torch.Tensor, ...]:
+    """Inner products of the even (psi = 0) and odd (psi = -pi/2) kernels ``C`` and ``S`` of each
+    point, with which ``K(psi) = cos(psi) C - sin(psi) S``: ``(C.C, S.S, C.S, C.t, S.t)``."""
+    m = points[0].numel()
+    pair = _bank2d([*(p.repeat(2) for p in points), torch.cat([torch.zeros(m), torch.full((m,), -math.pi / 2)])],
+                   size).reshape(2, m, -1)
+    c, s = pair[0], pair[1]
+    return c.square().sum(-1), s.square().sum(-1), (c * s).sum(-1), c @ t, s @ t
+
+
+def _score_free_gain(products: tuple, t_sq: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Free psi and gain: ``A K(psi) = alpha C + beta S`` is linear in ``(alpha, beta) =
+    A (cos psi, -sin psi)``, a 2 x 2 least-squares problem per point (C and S are independent for
+    lambd > 2)."""
+    cc, ss, cs, ct, st = products
+    det = (cc * ss - cs.square()).clamp_min(1e-30)
+    alpha, beta = (ss * ct - cs * st) / det, (cc * st - cs * ct) / det
+    return t_sq - alpha * ct - beta * st, torch.atan2(-beta, alpha).to(_DTYPE)
+
+
+def _score_unit_gain(products: tuple, t_sq: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Free psi at unit amplitude: ``loss(psi) = cc cos^2 + ss sin^2 - 2 cs cos sin
+    - 2 (ct cos - st sin) + |t|^2``, minimised over a 5-degree psi grid (five numbers per point)."""
+    cc, ss, cs, ct, st = products
+    grid = torch.linspace(-math.pi, math.pi, 73)[:-1]
+    cos, sin = torch.cos(grid)[None], torch.sin(grid)[None]
+    loss = (cc[:, None] * cos**2 + ss[:, None] * sin**2 - 2 * cs[:, None] * cos * sin
+            - 2 * (ct[:, None] * cos - st[:, None] * sin) + t_sq)
+    best, where = loss.min(dim=1)
+    return best, grid[where].to(_DTYPE)
+
+
+def _score_grid(points: dict, target: torch.Tensor, objective: _Quadratic, psi: torch.Tensor | None,
+                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and best psi (float64 ``(M,)``) of every grid point, in float32 chunks; ``psi`` is
+    the fixed psi, or None."""
     size = tuple(target.shape)
-    psi_fixed = "psi" in fixed
-    theta_period = 2 * math.pi if psi_fixed else math.pi
-    axes = _grid_axes(size, fixed, _spectrum_peak(target), offset, theta_period)
-    mesh = torch.meshgrid(axes["theta"], axes["sigma"], axes["lambd"], axes["gamma"], indexing="ij")
-    theta, sigma, lambd, gamma = (m.reshape(-1) for m in mesh)
     t = target.reshape(-1).to(torch.float32)
-    t_sq = objective.c if objective.gram is None else float(t.square().sum())
+    t_sq = objective.c  # the kernel loss (gram None): c = |t|^2
     scores, psis = [], []
-    for lo in range(0, theta.numel(), chunk):
-        sl = slice(lo, lo + chunk)
-        m = theta[sl].numel()
-        # Even (psi = 0) and odd (psi = -pi/2) kernels: K(psi) = cos(psi) C - sin(psi) S.
-        args = [v[sl].to(torch.float32) for v in (theta, sigma, lambd, gamma)]
-        if psi_fixed:
-            psi = fixed["psi"].to(torch.float32).expand(m)
-            k = _bank(*args[:3], args[3], psi, *size).reshape(m, -1)
-            kk, kt = k.square().sum(-1), k @ t
-            scores.append(t_sq - kt.square() / kk.clamp_min(1e-30) if objective.amplitude else kk - 2 * kt + t_sq)
-            psis.append(psi.to(_DTYPE))
-            continue
-        pair = _bank(*(a.repeat(2) for a in args),
-                     torch.cat([torch.zeros(m), torch.full((m,), -math.pi / 2)]), *size).reshape(2, m, -1)
-        c, s = pair[0], pair[1]
-        cc, ss, cs = c.square().sum(-1), s.square().sum(-1), (c * s).sum(-1)
-        ct, st = c @ t, s @ t
-        if objective.amplitude:
-            # Free gain: A K(psi) = alpha C + beta S is linear in (alpha, beta) = A (cos psi, -sin psi),
-            # a 2 x 2 least-squares problem per candidate (C and S are independent for lambd > 2).
-            det = (cc * ss - cs.square()).clamp_min(1e-30)
-            alpha, beta = (ss * ct - cs * st) / det, (cc * st - cs * ct) / det
-            scores.append(t_sq - alpha * ct - beta * st)
-            psis.append(torch.atan2(-beta, alpha).to(_DTYPE))
-            continue
-        # Unit amplitude: loss(psi) = cc cos^2 + ss sin^2 - 2 cs cos sin - 2 (ct cos - st sin) + |t|^2,
-        # minimised over a fine psi grid (cheap: five numbers per candidate).
-        grid = torch.linspace(-math.pi, math.pi, 73)[:-1]
-        cos, sin = torch.cos(grid)[None], torch.sin(grid)[None]
-        loss = (cc[:, None] * cos**2 + ss[:, None] * sin**2 - 2 * cs[:, None] * cos * sin
-                - 2 * (ct[:, None] * cos - st[:, None] * sin) + t_sq)
-        best, where = loss.min(dim=1)
-        scores.append(best)
-        psis.append(grid[where].to(_DTYPE))
-    score = torch.cat(scores).to(_DTYPE)
-    psi = torch.cat(psis)
-    # Non-maximum suppression in (theta, lambd): keep distinct basins, not neighbours of one.
+    for lo in range(0, points["theta"].numel(), chunk):
+        args = [points[name][lo:lo + chunk].to(torch.float32) for name in _MESH]
+        if psi is not None:
+            score, best_psi = _score_psi_fixed(args, psi, t, t_sq, objective.amplitude, size)
+        elif objective.amplitude:
+            score, best_psi = _score_free_gain(_even_odd_products(args, t, size), t_sq)
+        else:
+            score, best_psi = _score_unit_gain(_even_odd_products(args, t, size), t_sq)
+        scores.append(score)
+        psis.append(best_psi)
+    return torch.cat(scores).to(_DTYPE), torch.cat(psis)
+
+
+def _suppress(score: torch.Tensor, theta: torch.Tensor, lambd: torch.Tensor, theta_period: float,
+              n_keep: int) -> list[int]:
+    """Non-maximum suppression in (theta, lambd): the indices of up to ``n_keep`` best points,
+    each outside the neighbourhood of those before it (distinct basins, not neighbours of one)."""
     open_ = torch.isfinite(score)
     chosen: list[int] = []
     for _ in range(n_keep):
@@ -360,17 +351,62 @@ def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n
         d_theta = torch.minimum(d_theta, theta_period - d_theta)
         near = (d_theta < 2.5 * math.pi / _GRID["theta"]) & (torch.log(lambd / lambd[idx]).abs() < 0.3)
         open_ &= ~near
-    return [np.array([theta[i].item(), sigma[i].item(), lambd[i].item(), gamma[i].item(), psi[i].item()])
-            for i in chosen]
+    return chosen
+
+
+def _grid_candidates(target: torch.Tensor, objective: _Quadratic, fixed: dict, n_keep: int,
+                     offset: float, chunk: int = 4096) -> list[np.ndarray]:
+    """The best ``n_keep`` distinct grid points for ``target`` ``(kh, kw)``, each five parameters.
+
+    ``objective`` is the kernel loss of ``target`` (``gram`` None); ``fixed`` maps names to
+    float64 tensors of shape ``()``."""
+    theta_period = 2 * math.pi if "psi" in fixed else math.pi
+    axes = _grid_axes(tuple(target.shape), fixed, _spectrum_peak(target), offset, theta_period)
+    points = _grid_mesh(axes)
+    score, psi = _score_grid(points, target, objective, fixed.get("psi"), chunk)
+    chosen = _suppress(score, points["theta"], points["lambd"], theta_period, n_keep)
+    columns = [*(points[name] for name in _MESH), psi]  # GABOR_2D.names order
+    return [np.array([c[i].item() for c in columns]) for i in chosen]
 
 
 # -- the procedure --------------------------------------------------------------------------------
-def _fit_one(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dict, seed: int,
-             n_keep: int, polish: _Quadratic | None = None):
-    """Fit one target ``(kh, kw)``; ``fixed`` and ``init`` map names to floats."""
-    size = tuple(target.shape)
-    free = [i for i, name in enumerate(PARAM_NAMES) if name not in fixed]
-    bounds = _bounds(free, size)
+class _Start(NamedTuple):
+    """A start to refine: where it came from and its five natural parameters."""
+
+    origin: str
+    params: np.ndarray
+
+
+@dataclass(eq=False)
+class _Run:
+    """One refined start: its origin, the record of iterates (rows: five parameters and the loss,
+    first row the start) and the final parameters and loss."""
+
+    origin: str
+    record: np.ndarray
+    params: np.ndarray
+    loss: float
+
+
+@dataclass
+class _OneFit:
+    """The fit of one target: the winning (raw) parameters, loss and gain, and every run, winner first."""
+
+    params: np.ndarray
+    loss: float
+    gain: float
+    runs: list[_Run]
+
+
+def _index(name: str) -> int:
+    return GABOR_2D.names.index(name)
+
+
+def _starts(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dict, seed: int,
+            n_keep: int) -> list[_Start]:
+    """The starts for one target, lowest starting loss first (an exact fit ends the search, so a
+    good init saves time): the caller's ``init`` completed by the best grid point, then the grid
+    candidates, with the ``fixed`` values in place."""
     offset = float(np.random.default_rng(seed).uniform())
     fixed_t = {k: torch.tensor(v, dtype=_DTYPE) for k, v in fixed.items()}
     candidates = _grid_candidates(target, objective, fixed_t, n_keep, offset)
@@ -378,63 +414,111 @@ def _fit_one(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dic
     if init:
         seeded = candidates[0].copy()
         for name, value in init.items():
-            seeded[PARAM_NAMES.index(name)] = value
-        starts.append(("init", seeded))
-    starts += [("spectrum+grid", c) for c in candidates]
+            seeded[_index(name)] = value
+        starts.append(_Start("init", seeded))
+    starts += [_Start("spectrum+grid", c) for c in candidates]
     for name, value in fixed.items():
-        for _, s in starts:
-            s[PARAM_NAMES.index(name)] = value
-    # Lowest starting loss first: an exact fit ends the search, so a good init saves time.
-    first_loss = [objective.value_and_grad(s)[0] for _, s in starts]
-    starts = [starts[j] for j in np.argsort(first_loss, kind="stable")]
-    final = polish or objective
-    if not free:
-        p = starts[0][1]
-        loss = final.value_and_grad(p)[0]
-        return p, loss, [{"origin": starts[0][0], "record": np.append(p, loss)[None]}], final.gain(p)
-    tried = []
-    best = None
-    for origin, start in starts:
-        params, loss, record = _refine(objective, start, free, bounds)
-        tried.append({"origin": origin, "record": record})
-        if best is None or loss < best[1]:
-            best = (params, loss, len(tried) - 1)
+        for start in starts:
+            start.params[_index(name)] = value
+    first_loss = [objective.value_and_grad(start.params)[0] for start in starts]
+    return [starts[j] for j in np.argsort(first_loss, kind="stable")]
+
+
+def _refine_all(objective: _Quadratic, starts: list[_Start], free: list[int], bounds: list) -> list[_Run]:
+    """Refine the starts in turn until one fits exactly."""
+    runs = []
+    for start in starts:
+        params, loss, record = _refine(objective, start.params, free, bounds)
+        runs.append(_Run(start.origin, record, params, loss))
         if loss < _EXACT:
             break
+    return runs
+
+
+def _polish(polish: _Quadratic, runs: list[_Run], free: list[int], bounds: list) -> list[_Run]:
+    """Refine the two best runs' ends again on ``polish`` (the response loss)."""
+    ranked = sorted(runs, key=lambda run: run.record[-1, -1])[:2]
+    polished = []
+    for run in ranked:
+        params, loss, record = _refine(polish, run.record[-1, :5], free, bounds)
+        polished.append(_Run("response", record, params, loss))
+    return polished
+
+
+def _fit_one(target: torch.Tensor, objective: _Quadratic, fixed: dict, init: dict, seed: int,
+             n_keep: int, polish: _Quadratic | None = None) -> _OneFit:
+    """Fit one target ``(kh, kw)``; ``fixed`` and ``init`` map names to floats. With ``polish``,
+    the winner is the best of the runs refined again on that loss."""
+    size = tuple(target.shape)
+    free = [i for i, name in enumerate(GABOR_2D.names) if name not in fixed]
+    starts = _starts(target, objective, fixed, init, seed, n_keep)
+    final = polish or objective
+    if not free:
+        p = starts[0].params
+        loss = final.value_and_grad(p)[0]
+        return _OneFit(p, loss, final.gain(p), [_Run(starts[0].origin, np.append(p, loss)[None], p, loss)])
+    bounds = _bounds(free, size)
+    runs = contenders = _refine_all(objective, starts, free, bounds)
     if polish is not None:
-        # Polish the best few on the response loss itself.
-        ranked = sorted(range(len(tried)), key=lambda j: tried[j]["record"][-1, -1])[:2]
-        best = None
-        for j in ranked:
-            params, loss, record = _refine(polish, tried[j]["record"][-1, :5], free, bounds)
-            tried.append({"origin": "response", "record": record})
-            if best is None or loss < best[1]:
-                best = (params, loss, len(tried) - 1)
-    params, loss, index = best
-    tried.insert(0, tried.pop(index))  # the winner first
-    return params, loss, tried, final.gain(params)
+        contenders = _polish(polish, runs, free, bounds)
+        runs = runs + contenders
+    winner = min(contenders, key=lambda run: run.loss)  # the first of the lowest
+    runs = [winner, *(run for run in runs if run is not winner)]
+    return _OneFit(winner.params, winner.loss, final.gain(winner.params), runs)
 
 
-def _as_history(record: np.ndarray) -> dict[str, torch.Tensor]:
-    t = torch.as_tensor(record, dtype=_DTYPE)
-    history = {name: t[:, i] for i, name in enumerate((*PARAM_NAMES, "loss"))}
+def _as_history(run: _Run) -> dict:
+    t = torch.as_tensor(run.record, dtype=_DTYPE)
+    history = {name: t[:, i] for i, name in enumerate((*GABOR_2D.names, "loss"))}
     history["loss"] = history["loss"].clamp_min(0)  # the Gram form rounds an exact fit to about -1e-15
+    history["origin"] = run.origin
     return history
 
 
-def _package(results, size, batched: bool, seconds: float) -> GaborFit:
-    params = torch.tensor(np.stack([r[0] for r in results]), dtype=_DTYPE)
-    gain = torch.tensor([r[3] for r in results], dtype=_DTYPE)
+def _package(results: list[_OneFit], size, batched: bool, seconds: float) -> GaborFit:
+    params = torch.tensor(np.stack([r.params for r in results]), dtype=_DTYPE)
+    gain = torch.tensor([r.gain for r in results], dtype=_DTYPE)
     # A negative gain is a positive one with psi + pi.
     theta, psi = canonicalize(params[:, 0], params[:, 4] + math.pi * (gain < 0))
-    loss = torch.tensor([r[1] for r in results], dtype=_DTYPE).clamp_min(0)
-    values = [theta, params[:, 1], params[:, 2], params[:, 3], psi, loss, gain.abs()]
-    starts = [[{**_as_history(t["record"]), "origin": t["origin"]} for t in r[2]] for r in results]
+    loss = torch.tensor([r.loss for r in results], dtype=_DTYPE).clamp_min(0)
+    values = dict(theta=theta, sigma=params[:, 1], lambd=params[:, 2], gamma=params[:, 3], psi=psi, loss=loss,
+                  amplitude=gain.abs())
+    starts = [[_as_history(run) for run in r.runs] for r in results]
     history = [s[0] for s in starts]
     if not batched:
-        values = [v[0] for v in values]
+        values = {k: v[0] for k, v in values.items()}
         starts, history = starts[0], history[0]
-    return GaborFit(*values[:6], size=size, amplitude=values[6], history=history, starts=starts, seconds=seconds)
+    return GaborFit(**values, size=size, history=history, starts=starts, seconds=seconds)
+
+
+# -- the public entries and their input checks -------------------------------------------------------
+def _check_size(kh: int, kw: int, name: str) -> None:
+    if kh < 3 or kw < 3:
+        raise ValueError(f"{name} must be at least 3 x 3 to identify a Gabor filter, got ({kh}, {kw})")
+
+
+def _check_fixed_init(fixed, init, n: int) -> tuple[dict, dict]:
+    """``fixed`` and ``init`` as float64 tensors ``(n,)`` by name (``n`` targets)."""
+    fixed_t = _checks.per_target(fixed, "fixed", GABOR_2D.names, _checks.BANK_BOUNDS, n)
+    init_t = _checks.per_target(init, "init", GABOR_2D.names, _checks.LAYER_BOUNDS, n)
+    both = sorted(set(fixed_t) & set(init_t))
+    if both:
+        raise ValueError(f"parameters {both} are both fixed and given an init; a fixed value is its own init")
+    return fixed_t, init_t
+
+
+def _check_kernels(kernel) -> torch.Tensor:
+    """``kernel`` ``(kh, kw)`` or ``(N, kh, kw)`` as float64 CPU targets ``(N, kh, kw)``, checked."""
+    _checks.tensor(kernel, "kernel", shapes="(kh, kw) or (N, kh, kw)", dims=(2, 3))
+    targets = kernel.detach().to("cpu", _DTYPE).reshape(-1, *kernel.shape[-2:])
+    n, kh, kw = targets.shape
+    _check_size(kh, kw, "kernel")
+    if n == 0:
+        raise ValueError("kernel must hold at least one kernel, got N = 0")
+    norms = targets.square().sum(dim=(-2, -1))
+    if bool((norms == 0).any()):
+        raise ValueError(f"kernel must not be all zeros (kernel {int(torch.nonzero(norms == 0)[0])} is)")
+    return targets
 
 
 def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | None = None,
@@ -477,25 +561,9 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         (0.2, -1.0)
     """
     t0 = time.perf_counter()
-    if not isinstance(kernel, torch.Tensor):
-        raise TypeError(f"kernel must be a torch.Tensor, got {type(kernel).__name__}")
-    if kernel.dim() not in (2, 3):
-        raise ValueError(f"kernel must have shape (kh, kw) or (N, kh, kw), got {tuple(kernel.shape)}")
-    if not kernel.dtype.is_floating_point:
-        raise TypeError(f"kernel must be a floating-point tensor, got dtype {kernel.dtype}")
-    batched = kernel.dim() == 3
-    targets = kernel.detach().to("cpu", _DTYPE).reshape(-1, *kernel.shape[-2:])
-    n, kh, kw = targets.shape
-    _check_size(kh, kw, "kernel")
-    if n == 0:
-        raise ValueError("kernel must hold at least one kernel, got N = 0")
-    if not bool(torch.isfinite(targets).all()):
-        raise ValueError("kernel must be finite, got NaN or inf entries")
-    norms = targets.square().sum(dim=(-2, -1))
-    if bool((norms == 0).any()):
-        raise ValueError(f"kernel must not be all zeros (kernel {int(torch.nonzero(norms == 0)[0])} is)")
-    fixed_t, init_t = _check_fixed_init(fixed, init, n)
-    return _fit_targets(targets, fixed_t, init_t, seed, amplitude, batched, t0)
+    targets = _check_kernels(kernel)
+    fixed_t, init_t = _check_fixed_init(fixed, init, targets.shape[0])
+    return _fit_targets(targets, fixed_t, init_t, seed, amplitude, kernel.dim() == 3, t0)
 
 
 def _fit_targets(targets: torch.Tensor, fixed_t: dict, init_t: dict, seed: int, amplitude: bool, batched: bool,
@@ -530,6 +598,38 @@ def _fit_kernel1d(kernels: torch.Tensor, *, amplitude: bool, seed: int = 0) -> G
 def _same_padding(kh: int, kw: int) -> tuple[int, int, int, int]:
     """``F.pad`` amounts (left, right, top, bottom) that reproduce ``F.conv2d(padding="same")``."""
     return (kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2
+
+
+def _pads(padding, kh: int, kw: int) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts for ``F.conv2d``'s ``padding`` (``"same"``, ``"valid"``, an int or a pair)."""
+    if padding == "same":
+        return _same_padding(kh, kw)
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be 'same', 'valid' or non-negative ints, got {padding!r}")
+    ph, pw = _checks.ints(padding, "padding", 2, minimum=0)
+    return (pw, pw, ph, ph)
+
+
+def _check_response(x, y, kernel_size, padding) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Check :func:`fit_response`'s arguments; the kernel size ``(kh, kw)`` and the ``F.pad`` amounts."""
+    kh, kw = _checks.ints(kernel_size, "kernel_size", 2)
+    _check_size(kh, kw, "kernel_size")
+    for name, t in (("x", x), ("y", y)):
+        _checks.tensor(t, name, shapes="(B, 1, H, W)", dims=(4,))
+        if t.shape[1] != 1:
+            raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(t.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
+    pads = _pads(padding, kh, kw)
+    h, w = x.shape[-2] + pads[2] + pads[3] - kh + 1, x.shape[-1] + pads[0] + pads[1] - kw + 1
+    if h < 1 or w < 1:
+        raise ValueError(f"kernel_size {(kh, kw)} is larger than the padded input {tuple(x.shape[-2:])}")
+    if tuple(y.shape[-2:]) != (h, w):
+        raise ValueError(f"y must have shape (B, 1, {h}, {w}) for x {tuple(x.shape)}, kernel_size {(kh, kw)} "
+                         f"and padding {padding!r}, got {tuple(y.shape)}")
+    return (kh, kw), pads
 
 
 def _normal_equations(x: torch.Tensor, y: torch.Tensor, kh: int, kw: int, pads):
@@ -572,142 +672,16 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
         45.0
     """
     t0 = time.perf_counter()
-    kh, kw = _checks.pair(kernel_size, "kernel_size")
-    _check_size(kh, kw, "kernel_size")
-    for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4 or t.shape[1] != 1:
-            raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(t.shape)}")
-        if not t.dtype.is_floating_point:
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} must be finite, got NaN or inf entries")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
-    if padding == "same":
-        pads = _same_padding(kh, kw)
-    elif padding == "valid":
-        pads = (0, 0, 0, 0)
-    elif isinstance(padding, str):
-        raise ValueError(f"padding must be 'same', 'valid' or non-negative ints, got {padding!r}")
-    else:
-        ph, pw = _checks.pair(padding, "padding", minimum=0)
-        pads = (pw, pw, ph, ph)
-    h, w = x.shape[-2] + pads[2] + pads[3] - kh + 1, x.shape[-1] + pads[0] + pads[1] - kw + 1
-    if h < 1 or w < 1:
-        raise ValueError(f"kernel_size {(kh, kw)} is larger than the padded input {tuple(x.shape[-2:])}")
-    if tuple(y.shape[-2:]) != (h, w):
-        raise ValueError(f"y must have shape (B, 1, {h}, {w}) for x {tuple(x.shape)}, kernel_size {(kh, kw)} "
-                         f"and padding {padding!r}, got {tuple(y.shape)}")
-    fixed_t, init_t = _check_fixed_init(fixed, init, None)
-    xd, yd = x.detach().to("cpu", _DTYPE), y.detach().to("cpu", _DTYPE)
-    gram, rhs, y_sq = _normal_equations(xd, yd, kh, kw, pads)
+    (kh, kw), pads = _check_response(x, y, kernel_size, padding)
+    fixed_t, init_t = _check_fixed_init(fixed, init, 1)
+    gram, rhs, y_sq = _normal_equations(x.detach().to("cpu", _DTYPE), y.detach().to("cpu", _DTYPE), kh, kw, pads)
     if y_sq == 0:
         raise ValueError("y must not be all zeros")
-    p = kh * kw
     ridge = 1e-8 * float(torch.diagonal(gram).mean()) + 1e-300
-    estimate = torch.linalg.solve(gram + ridge * torch.eye(p, dtype=_DTYPE), rhs).reshape(kh, kw)
+    estimate = torch.linalg.solve(gram + ridge * torch.eye(kh * kw, dtype=_DTYPE), rhs).reshape(kh, kw)
     kernel_loss = _Quadratic(estimate.reshape(-1), float(estimate.square().sum()) or 1.0, None, (kh, kw), amplitude)
     response_loss = _Quadratic(rhs, y_sq, gram, (kh, kw), amplitude)
     with _single_threaded_blas():
         result = _fit_one(estimate, kernel_loss, {k: v[0].item() for k, v in fixed_t.items()},
                           {k: v[0].item() for k, v in init_t.items()}, seed, n_keep=4, polish=response_loss)
     return _package([result], (kh, kw), False, time.perf_counter() - t0)
-
-
-# -- evaluation: the success criterion shared by tests, benchmark and demo --------------------------
-#: Ranges in which a random truth is identifiable in a ``size x size`` window (``sample_params``).
-IDENTIFIABLE = {
-    "theta": "uniform in [0, 2 pi)",
-    "sigma": "uniform in [1.5, size / 4]",
-    "lambd": "uniform in [3, max(3, 2 sigma)] (at least half a period inside one sigma)",
-    "gamma": "uniform in [0.5, 1.5]",
-    "psi": "uniform in [-pi, pi)",
-}
-
-
-def sample_params(n: int, size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """``n`` random identifiable truths for a ``size x size`` kernel (ranges in ``IDENTIFIABLE``).
-
-    Returns:
-        dict of five float64 tensors of shape ``(n,)``.
-
-    Example:
-        >>> p = sample_params(3, 15, torch.Generator().manual_seed(0))
-        >>> sorted(p), p["theta"].shape
-        (['gamma', 'lambd', 'psi', 'sigma', 'theta'], torch.Size([3]))
-    """
-    if size < 6:
-        raise ValueError(f"size must be >= 6 for sigma in [1.5, size / 4] to be non-empty, got {size}")
-
-    def uniform(lo, hi):
-        return lo + (hi - lo) * torch.rand(n, dtype=_DTYPE, generator=generator)
-
-    sigma = uniform(1.5, size / 4)
-    return {"theta": uniform(0, 2 * math.pi), "sigma": sigma,
-            "lambd": 3 + (torch.clamp(2 * sigma, min=3) - 3) * torch.rand(n, dtype=_DTYPE, generator=generator),
-            "gamma": uniform(0.5, 1.5), "psi": uniform(-math.pi, math.pi)}
-
-
-def recovery_error(fit: dict | GaborFit, truth: dict, size) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orientation error in degrees and relative kernel error of a fit against the truth.
-
-    The orientation error is the circular distance modulo ``pi`` between the canonical thetas,
-    so the ``theta + pi`` / ``-psi`` twin of the truth counts as exact (the kernel error then
-    checks that ``psi`` flipped with it). The kernel error is ``||K_fit - K_true|| / ||K_true||``.
-
-    Returns:
-        ``(theta_error_degrees, kernel_relative_error)``, tensors of the parameters' batch shape.
-
-    Example:
-        >>> truth = dict(theta=0.1, sigma=2.0, lambd=5.0, gamma=1.0, psi=0.3)
-        >>> twin = dict(truth, theta=0.1 + math.pi, psi=-0.3)
-        >>> [round(v.item(), 6) for v in recovery_error(twin, truth, 9)]
-        [0.0, 0.0]
-    """
-    fitted = fit.params() if isinstance(fit, GaborFit) else fit
-    kh, kw = _checks.pair(size, "size")
-    a = [torch.as_tensor(fitted[k], dtype=_DTYPE) for k in PARAM_NAMES]
-    b = [torch.as_tensor(truth[k], dtype=_DTYPE) for k in PARAM_NAMES]
-    theta_a, _ = canonicalize(a[0], a[4])
-    theta_b, _ = canonicalize(b[0], b[4])
-    diff = torch.remainder(theta_a - theta_b, math.pi)
-    theta_err = torch.rad2deg(torch.minimum(diff, math.pi - diff))
-    a = torch.broadcast_tensors(*a)
-    b = torch.broadcast_tensors(*b)
-    k_a, k_b = _bank(*a, kh, kw), _bank(*b, kh, kw)
-    rel = (k_a - k_b).square().sum((-2, -1)).sqrt() / k_b.square().sum((-2, -1)).sqrt()
-    return theta_err, rel
-
-
-def is_recovered(fit: dict | GaborFit, truth: dict, size, *, noisy: bool = False) -> torch.Tensor:
-    """The success criterion: theta within 1 degree and kernel within 1% (noise-free), or theta
-    within 2 degrees (``noisy``: responses at 20 dB SNR).
-
-    Returns:
-        bool tensor of the parameters' batch shape.
-
-    Example:
-        >>> truth = dict(theta=0.5, sigma=2.0, lambd=5.0, gamma=1.0, psi=0.0)
-        >>> off = dict(truth, theta=0.51)  # 0.57 degrees off, kernel 1.8% off
-        >>> bool(is_recovered(off, truth, 9)), bool(is_recovered(off, truth, 9, noisy=True))
-        (False, True)
-    """
-    theta_err, rel = recovery_error(fit, truth, size)
-    if noisy:
-        return theta_err <= 2.0
-    return (theta_err <= 1.0) & (rel <= 0.01)
-
-
-def add_noise(y: torch.Tensor, snr_db: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``y`` plus white Gaussian noise at ``snr_db`` (noise variance = var(y) / 10^(snr_db / 10)).
-
-    Example:
-        >>> y = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-        >>> n = add_noise(y, 20.0, torch.Generator().manual_seed(1)) - y
-        >>> round((y.var() / n.var()).log10().item() * 10)
-        20
-    """
-    std = y.var().sqrt() * 10 ** (-snr_db / 20)
-    return y + std * torch.randn(y.shape, dtype=y.dtype, generator=generator)

@@ -1,26 +1,24 @@
 """The functional API: Gabor banks, Gabor convolution and canonical parameters, in 1-D, 2-D and 3-D.
 
-One place resolves the backend (:func:`resolve_backend`); every other module builds banks
-through :func:`gabor_kernel2d` (:func:`gabor_kernel1d`, :func:`gabor_kernel3d`) or its unchecked
-twin :func:`_bank` (:func:`_bank1d`, :func:`_bank3d`).
+The dispatch layer too: :func:`resolve_backend` picks how a bank is built, and :func:`_bank`, the
+one bank builder for every dimension (parameters found by name, per-dimension facts from
+``gaborlayer._family``), builds it. The public functions check their input and call it; the layers
+call it on parameters they keep valid themselves.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import _checks
-from ._autograd import GaborKernel1d, GaborKernel2d, GaborKernel3d, QuadratureMagnitude
-from ._reference import gabor_kernel1d_reference, gabor_kernel2d_reference, gabor_kernel3d_reference
+from ._autograd import QuadratureMagnitude
+from ._extent import odd_sizes_holding
+from ._family import FAMILIES, GABOR_1D, GABOR_2D, GABOR_3D, GaborFamily, half_extents2d
 
 BACKENDS = ("auto", "torch", "triton", "reference")
 # What a Gabor convolution returns: the real filter's response, or its quadrature pair's.
 OUTPUTS = ("real", "complex", "magnitude", "quadrature")
-
-# Allowed ranges of the functional API (the module adds the Nyquist floor lambd >= 2).
-_LOWER_BOUNDS = {"sigma": (0.0, False), "lambd": (0.0, False), "gamma": (0.0, False)}
 
 # Why 1-D and 3-D banks have no Triton kernel: measured by benchmarks/bench_nd.py, see docs/nd.md.
 _NO_TRITON_ND = ("backend='triton' has no kernel for {dims}-D banks: there is a Triton kernel for the 2-D bank "
@@ -38,14 +36,18 @@ def resolve_backend(backend: str, device: torch.device | None = None, *, dims: i
     ``torch.autograd.Function``). ``"triton"`` never falls back: it raises ``RuntimeError``
     saying why when triton does not import or the tensors are not on CUDA (CPU tensors run it
     only under the Triton interpreter, ``TRITON_INTERPRET=1``). With ``device=None`` only the
-    name (and, for ``"triton"``, the import) is checked.
+    name (and, for ``"triton"``, the import) is checked. Resolving to ``"triton"`` on a device
+    registers the ``torch.library`` op (``gaborlayer._ops``), once.
 
     For 1-D and 3-D banks (``dims=1`` or ``3``) there is no Triton kernel: ``"auto"`` is
     ``"torch"`` on every device and ``"triton"`` raises ``RuntimeError`` saying so.
+
+    Example:
+        >>> resolve_backend("auto", torch.device("cpu")), resolve_backend("reference", dims=3)
+        ('torch', 'reference')
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if dims != 2:
+    _checks.one_of(backend, "backend", BACKENDS)
+    if not FAMILIES[dims].triton:
         if backend == "triton":
             raise RuntimeError(_NO_TRITON_ND.format(dims=dims, share=_ND_SHARE[dims]))
         return "reference" if backend == "reference" else "torch"
@@ -54,86 +56,49 @@ def resolve_backend(backend: str, device: torch.device | None = None, *, dims: i
         return "torch" if backend == "auto" else backend  # without importing _triton (it loads dynamo: ~2 s)
     from . import _triton
 
-    if backend == "auto":
-        usable = device_type == "cuda" and not _triton.unavailable_reason(device_type)
-        return "triton" if usable else "torch"
-    if backend == "triton":
-        reason = _triton.unavailable_reason(device_type)
-        if reason:
-            raise RuntimeError(reason)
-    return backend
+    reason = _triton.unavailable_reason(device_type)
+    if backend == "auto" and reason:
+        return "torch"
+    if reason:
+        raise RuntimeError(reason)
+    if device_type is not None:
+        _triton.register_op()
+    return "triton"
 
 
-def _bank(theta, sigma, lambd, gamma, psi, kh: int, kw: int, *, zero_mean: bool = False, backend: str = "auto"):
-    """Bank ``(*S, kh, kw)`` from parameters of one shape ``S``, with no input checks."""
-    shape = theta.shape
-    flat = [p.reshape(-1) for p in (theta, sigma, lambd, gamma, psi)]
-    resolved = resolve_backend(backend, theta.device)
+def _bank(family: GaborFamily, params: dict, size: tuple[int, ...], *, zero_mean: bool = False,
+          backend: str = "auto") -> torch.Tensor:
+    """Bank ``(*S, *size)`` of ``family`` from ``params``, a dict of its parameter names to
+    tensors of one shape ``S``, with no input checks."""
+    flat = {name: params[name].reshape(-1) for name in family.names}
+    first = flat[family.names[0]]
+    resolved = resolve_backend(backend, first.device, dims=family.dims)
     if resolved == "reference":
-        build = gabor_kernel2d_reference
+        build = family.reference
     elif resolved == "triton":
-        build = torch.ops.gaborlayer.gabor_bank  # registered by resolve_backend (gaborlayer._ops)
+        build = torch.ops.gaborlayer.gabor_bank  # registered by resolve_backend
     else:
-        build = GaborKernel2d.apply
-    bank = build(*flat, kh, kw)
+        build = family.function.apply
+    bank = build(*flat.values(), *size)
     if zero_mean:
-        bank = _remove_dc(bank, build(*_envelope_params(flat, lambd=2, psi=4), kh, kw), 2)
-    return bank.reshape(*shape, kh, kw)
+        # Morlet-style DC removal: subtract the multiple of the envelope (the filter with lambd = inf
+        # and psi = 0) that makes each kernel sum to zero, so the kernel stays localised.
+        envelope_params = {**flat, "lambd": torch.full_like(flat["lambd"], math.inf),
+                           "psi": torch.zeros_like(flat["psi"])}
+        envelope = build(*envelope_params.values(), *size)
+        axes = tuple(range(-family.dims, 0))
+        tiny = torch.finfo(bank.dtype).tiny
+        beta = bank.sum(dim=axes, keepdim=True) / envelope.sum(dim=axes, keepdim=True).clamp_min(tiny)
+        bank = bank - beta * envelope
+    return bank.reshape(*params[family.names[0]].shape, *size)
 
 
-def _envelope_params(flat: list, *, lambd: int, psi: int) -> list:
-    """The parameters with ``lambd = inf`` and ``psi = 0``: the bank they build is the envelope."""
-    flat = list(flat)
-    flat[lambd] = torch.full_like(flat[lambd], math.inf)
-    flat[psi] = torch.zeros_like(flat[psi])
-    return flat
-
-
-def _remove_dc(bank: torch.Tensor, envelope: torch.Tensor, dims: int) -> torch.Tensor:
-    """Morlet-style DC removal: subtract the multiple of the envelope that makes each kernel sum
-    to zero, so the kernel stays localised (a constant offset would not)."""
-    axes = tuple(range(-dims, 0))
-    tiny = torch.finfo(bank.dtype).tiny
-    beta = bank.sum(dim=axes, keepdim=True) / envelope.sum(dim=axes, keepdim=True).clamp_min(tiny)
-    return bank - beta * envelope
-
-
-def _bank1d(sigma, lambd, psi, k: int, *, zero_mean: bool = False, backend: str = "auto"):
-    """1-D bank ``(*S, k)`` from parameters of one shape ``S``, with no input checks."""
-    shape = sigma.shape
-    flat = [p.reshape(-1) for p in (sigma, lambd, psi)]
-    resolved = resolve_backend(backend, sigma.device, dims=1)
-    build = gabor_kernel1d_reference if resolved == "reference" else GaborKernel1d.apply
-    bank = build(*flat, k)
-    if zero_mean:
-        bank = _remove_dc(bank, build(*_envelope_params(flat, lambd=1, psi=2), k), 1)
-    return bank.reshape(*shape, k)
-
-
-def _bank3d(theta, phi, sigma, lambd, gamma, psi, kd: int, kh: int, kw: int, *, zero_mean: bool = False,
-            backend: str = "auto"):
-    """3-D bank ``(*S, kd, kh, kw)`` from parameters of one shape ``S``, with no input checks."""
-    shape = theta.shape
-    flat = [p.reshape(-1) for p in (theta, phi, sigma, lambd, gamma, psi)]
-    resolved = resolve_backend(backend, theta.device, dims=3)
-    build = gabor_kernel3d_reference if resolved == "reference" else GaborKernel3d.apply
-    bank = build(*flat, kd, kh, kw)
-    if zero_mean:
-        bank = _remove_dc(bank, build(*_envelope_params(flat, lambd=3, psi=5), kd, kh, kw), 3)
-    return bank.reshape(*shape, kd, kh, kw)
-
-
-def _checked_params(names: tuple[str, ...], args) -> list[torch.Tensor]:
-    """The parameters as tensors of one dtype and device, checked and broadcast to one shape."""
-    values = dict(zip(names, _checks.as_param_tensors(dict(zip(names, args)))))
-    _checks.check_values(values, _LOWER_BOUNDS)
-    return _checks.broadcast(values)
-
-
-def _check_output(output: str) -> str:
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    return output
+def _checked_params(family: GaborFamily, args) -> dict[str, torch.Tensor]:
+    """The parameters (``args`` in ``family.names`` order) as tensors of one dtype and device,
+    checked and broadcast to one shape, by name."""
+    values = dict(zip(family.names, _checks.as_param_tensors(dict(zip(family.names, args)))))
+    _checks.check_values(values, _checks.BANK_BOUNDS)
+    return dict(zip(family.names, _checks.broadcast(values)))
 
 
 def _pairs(even: torch.Tensor, odd: torch.Tensor, groups: int) -> torch.Tensor:
@@ -153,12 +118,14 @@ def _pair_bias(bias: torch.Tensor | None, output: str, groups: int = 1) -> torch
     return _pairs(bias, torch.zeros_like(bias), groups).reshape(-1)
 
 
-def _quadrature_params(params: list[torch.Tensor], groups: int = 1) -> list[torch.Tensor]:
+def _quadrature_params(params: dict[str, torch.Tensor], groups: int = 1) -> dict[str, torch.Tensor]:
     """Parameters ``(groups, 2, C // groups, ...)`` of the even/odd pairs (see :func:`_pairs`) from
-    parameters ``(C, ...)`` whose last is psi: the phases ``psi`` and ``psi - pi/2``, so that
-    ``even + 1j * odd`` is ``E exp(i phase)``."""
-    *shared, psi = params
-    return [_pairs(p, p, groups) for p in shared] + [_pairs(psi, psi - math.pi / 2, groups)]
+    parameters ``(C, ...)``: the phases ``psi`` and ``psi - pi/2``, so that ``even + 1j * odd`` is
+    ``E exp(i phase)``; every other parameter (an ``amplitude`` too) is shared by the pair."""
+    pairs = {name: _pairs(p, p, groups) for name, p in params.items()}
+    if "psi" in params:
+        pairs["psi"] = _pairs(params["psi"], params["psi"] - math.pi / 2, groups)
+    return pairs
 
 
 def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims: int = 2,
@@ -179,33 +146,36 @@ def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims:
     return torch.complex(even, odd)
 
 
-def _gabor_conv(dims: int, input, params, kernel_size, bias, stride, padding, dilation, groups, zero_mean: bool,
-                backend: str, output: str) -> torch.Tensor:
+def _gabor_conv(family: GaborFamily, input, params, kernel_size, bias, stride, padding, dilation, groups,
+                zero_mean: bool, backend: str, output: str) -> torch.Tensor:
     """:func:`gabor_conv1d` / :func:`gabor_conv2d` / :func:`gabor_conv3d`: ``params`` are the raw
-    filter parameters in the bank builder's order (psi last). The pair modes build the even and
-    the odd filters in one bank of ``2 C_out`` filters (:func:`_pairs`'s order) and run one convolution."""
-    _check_output(output)
-    names, build, conv = {1: (_checks.PARAM_NAMES_1D, _bank1d, F.conv1d), 2: (_checks.PARAM_NAMES, _bank, F.conv2d),
-                          3: (_checks.PARAM_NAMES_3D, _bank3d, F.conv3d)}[dims]
+    filter parameters in ``family.names`` order. The pair modes build the even and the odd filters in
+    one bank of ``2 C_out`` filters (:func:`_pairs`'s order) and run one convolution."""
+    _checks.one_of(output, "output", OUTPUTS)
+    dims = family.dims
     size = _checks.ints(kernel_size, "kernel_size", dims)
-    params = _checked_params(names, params)
-    if params[0].dim() != 2:
-        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {tuple(params[0].shape)}")
+    params = _checked_params(family, params)
+    given = tuple(params["psi"].shape)
+    if len(given) != 2:
+        raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {given}")
+    c_out = given[0]
     groups = _checks.positive_int(groups, "groups")
     if input.dim() in (dims + 1, dims + 2):  # else F.convNd says what it expects
-        shape = (params[0].shape[0], input.shape[-(dims + 1)] // groups)
+        shape = (c_out, input.shape[-(dims + 1)] // groups)
         try:  # e.g. (C_out, 1) for every input channel, as the layers' init values broadcast
-            params = [torch.broadcast_to(p, shape) for p in params]
+            params = {name: torch.broadcast_to(p, shape) for name, p in params.items()}
         except RuntimeError:
             raise ValueError(f"parameters must broadcast to (C_out, C_in // groups) = {shape} for an input with "
                              f"{input.shape[-(dims + 1)]} channels and groups={groups}, got shape "
-                             f"{tuple(params[0].shape)}") from None
+                             f"{given}") from None
     if output != "real":
-        if params[0].shape[0] % groups:
-            raise ValueError(f"the pair outputs need C_out ({params[0].shape[0]}) divisible by groups ({groups})")
+        if c_out % groups:
+            raise ValueError(f"the pair outputs need C_out ({c_out}) divisible by groups ({groups})")
         params = _quadrature_params(params, groups)  # (groups, 2, C_out // groups, C_in // groups)
-    weight = build(*params, *size, zero_mean=zero_mean, backend=backend).reshape(-1, params[0].shape[-1], *size)
-    y = conv(input, weight.to(input.dtype), _pair_bias(bias, output, groups), stride, padding, dilation, groups)
+    weight = _bank(family, params, size, zero_mean=zero_mean, backend=backend)
+    weight = weight.reshape(-1, params["psi"].shape[-1], *size)
+    y = family.conv(input, weight.to(input.dtype), _pair_bias(bias, output, groups), stride, padding, dilation,
+                    groups)
     return _combine(y, output, bias, dims, groups)
 
 
@@ -244,9 +214,9 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
         >>> bank.sum().backward(); theta.grad.shape
         torch.Size([4])
     """
-    kh, kw = _checks.pair(size, "size")
-    params = _checked_params(_checks.PARAM_NAMES, (theta, sigma, lambd, gamma, psi))
-    return _bank(*params, kh, kw, zero_mean=zero_mean, backend=backend)
+    size = _checks.ints(size, "size", 2)
+    params = _checked_params(GABOR_2D, (theta, sigma, lambd, gamma, psi))
+    return _bank(GABOR_2D, params, size, zero_mean=zero_mean, backend=backend)
 
 
 def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
@@ -282,7 +252,7 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
         >>> gabor_conv2d(x, theta, 2.0, 4.0, 1.0, 0.0, 5, padding="same", output="complex").dtype
         torch.complex64
     """
-    return _gabor_conv(2, input, (theta, sigma, lambd, gamma, psi), kernel_size, bias, stride, padding, dilation,
+    return _gabor_conv(GABOR_2D, input, (theta, sigma, lambd, gamma, psi), kernel_size, bias, stride, padding, dilation,
                        groups, zero_mean, backend, output)
 
 
@@ -315,9 +285,9 @@ def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend:
         >>> bank.sum().backward(); lambd.grad.shape
         torch.Size([3])
     """
-    (k,) = _checks.ints(size, "size", 1)
-    return _bank1d(*_checked_params(_checks.PARAM_NAMES_1D, (sigma, lambd, psi)), k, zero_mean=zero_mean,
-                   backend=backend)
+    size = _checks.ints(size, "size", 1)
+    params = _checked_params(GABOR_1D, (sigma, lambd, psi))
+    return _bank(GABOR_1D, params, size, zero_mean=zero_mean, backend=backend)
 
 
 def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False,
@@ -357,9 +327,9 @@ def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: boo
         >>> bank.sum().backward(); phi.grad.shape
         torch.Size([3])
     """
-    kd, kh, kw = _checks.ints(size, "size", 3)
-    params = _checked_params(_checks.PARAM_NAMES_3D, (theta, phi, sigma, lambd, gamma, psi))
-    return _bank3d(*params, kd, kh, kw, zero_mean=zero_mean, backend=backend)
+    size = _checks.ints(size, "size", 3)
+    params = _checked_params(GABOR_3D, (theta, phi, sigma, lambd, gamma, psi))
+    return _bank(GABOR_3D, params, size, zero_mean=zero_mean, backend=backend)
 
 
 def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -388,7 +358,7 @@ def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, pad
         >>> gabor_conv1d(x, torch.full((4, 1), 3.0), 6.0, 0.0, 15, padding="same", output="complex").dtype
         torch.complex64
     """
-    return _gabor_conv(1, input, (sigma, lambd, psi), kernel_size, bias, stride, padding, dilation, groups,
+    return _gabor_conv(GABOR_1D, input, (sigma, lambd, psi), kernel_size, bias, stride, padding, dilation, groups,
                        zero_mean, backend, output)
 
 
@@ -419,7 +389,7 @@ def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=
         >>> gabor_conv3d(x, torch.zeros(4, 2), 0.0, 1.5, 4.0, 1.0, 0.0, 5, padding="same", output="quadrature").shape
         torch.Size([1, 8, 8, 8, 8])
     """
-    return _gabor_conv(3, input, (theta, phi, sigma, lambd, gamma, psi), kernel_size, bias, stride, padding,
+    return _gabor_conv(GABOR_3D, input, (theta, phi, sigma, lambd, gamma, psi), kernel_size, bias, stride, padding,
                        dilation, groups, zero_mean, backend, output)
 
 
@@ -441,14 +411,7 @@ def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Te
         >>> envelope_extent(0.0, 2.0, 0.5)
         (tensor(12.), tensor(6.))
     """
-    sigma, gamma = torch.as_tensor(sigma), torch.as_tensor(gamma)
-    along, across = n_sigma * sigma, n_sigma * sigma / gamma
-    if theta is None:
-        longest = torch.maximum(along, across)
-        return longest, longest
-    theta = torch.as_tensor(theta, dtype=along.dtype)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    return torch.hypot(along * sin, across * cos), torch.hypot(along * cos, across * sin)
+    return half_extents2d(theta, torch.as_tensor(sigma), torch.as_tensor(gamma), n_sigma)
 
 
 def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int, int]:
@@ -468,12 +431,7 @@ def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int,
         >>> suggest_kernel_size(0.0, 2.0, 0.5), suggest_kernel_size(None, 2.0, 1.0)
         ((25, 13), (13, 13))
     """
-    return _odd_sizes_holding(envelope_extent(theta, sigma, gamma, n_sigma))
-
-
-def _odd_sizes_holding(half_extents) -> tuple[int, ...]:
-    """Per axis, the smallest odd number of taps ``k`` with ``k / 2 >=`` every half-extent."""
-    return tuple(2 * math.ceil(float(h.max()) - 0.5) + 1 for h in half_extents)
+    return odd_sizes_holding(envelope_extent(theta, sigma, gamma, n_sigma))
 
 
 def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:

@@ -153,7 +153,7 @@ def nd_params(draw, names, n_max: int = 3, dtype=torch.float64, ranges=None):
 def conv_twin(m):
     """The plain nn.Conv1d/2d/3d built from a Gabor layer's arguments, holding its bank and bias
     (built here, independently of the layer's own to_convNd)."""
-    conv_class = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[m._dims]
+    conv_class = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[len(m.kernel_size)]
     ref = conv_class(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
                      m.bias is not None, m.padding_mode, dtype=m.weight.dtype)
     with torch.no_grad():

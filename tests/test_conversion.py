@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from gaborlayer import GaborConv1d, GaborConv2d, gabor_kernel1d, gabor_kernel2d, replace_conv2d
-from gaborlayer.fit import sample_params
+from gaborlayer.testing import sample_params
 
 
 def gabor_conv(in_c, out_c, k, seed, groups=1, **kwargs) -> tuple[nn.Conv2d, torch.Tensor]:
@@ -108,15 +108,27 @@ def test_from_conv2d_of_random_weights_is_the_fit():
     torch.testing.assert_close(gabor.bias, conv.bias, rtol=0, atol=0)
 
 
-def test_from_conv2d_zero_slices_and_no_amplitude():
-    conv, _ = gabor_conv(2, 2, 5, seed=3)
+@pytest.mark.parametrize("dims", [1, 2])
+def test_from_conv_zero_slices_and_no_amplitude(dims):
+    make, convert = ((lambda: gabor_conv1d(2, 2, 11, seed=4)), GaborConv1d.from_conv1d) if dims == 1 else \
+        ((lambda: gabor_conv(2, 2, 5, seed=3)), GaborConv2d.from_conv2d)
+    conv, _ = make()
+    unit = convert(conv, amplitude=False)  # no zero slice: fine without amplitude
+    assert not unit.has_amplitude and "amplitude" not in unit.state_dict()
     with torch.no_grad():
         conv.weight[1, 0] = 0
-    gabor, fit = GaborConv2d.from_conv2d(conv, return_fit=True)
+    gabor, fit = convert(conv, return_fit=True)
     assert fit.amplitude[2] == 0 and fit.loss[2] == 0
     torch.testing.assert_close(gabor.weight, conv.weight, rtol=0, atol=1e-6)
-    unit = GaborConv2d.from_conv2d(conv, amplitude=False)
-    assert not unit.has_amplitude and "amplitude" not in unit.state_dict()
+    # one record per slice, in conv.weight's row-major order, the zero slice's included
+    assert len(fit.history) == len(fit.starts) == 4
+    assert fit.history[2]["origin"] == "zero" and fit.starts[2] == [fit.history[2]]
+    for j in (0, 1, 3):
+        assert fit.history[j]["origin"] != "zero"
+        torch.testing.assert_close(fit.history[j]["loss"][-1], fit.loss[j], rtol=0, atol=1e-12)
+    # without amplitude every filter peaks at 1: a zero slice cannot be kept, and is refused
+    with pytest.raises(ValueError, match=r"conv.weight\[1, 0\] is all zeros .* use amplitude=True"):
+        convert(conv, amplitude=False)
 
 
 @pytest.mark.parametrize("conv, error, match", [
@@ -187,17 +199,6 @@ def test_from_conv1d_of_random_weights_is_the_fit():
     torch.testing.assert_close(1 - residual.reshape(-1), explained, rtol=0, atol=1e-5)
     assert gabor.learn == ("psi", "amplitude") and gabor.sigma.dtype == torch.float32
     torch.testing.assert_close(gabor.bias, conv.bias, rtol=0, atol=0)
-
-
-def test_from_conv1d_zero_slices_and_no_amplitude():
-    conv, _ = gabor_conv1d(2, 2, 11, seed=4)
-    with torch.no_grad():
-        conv.weight[1, 0] = 0
-    gabor, fit = GaborConv1d.from_conv1d(conv, return_fit=True)
-    assert fit.amplitude[2] == 0 and fit.loss[2] == 0
-    torch.testing.assert_close(gabor.weight, conv.weight, rtol=0, atol=1e-6)
-    unit = GaborConv1d.from_conv1d(conv, amplitude=False)
-    assert not unit.has_amplitude and "amplitude" not in unit.state_dict()
 
 
 @pytest.mark.parametrize("conv, error, match", [

@@ -462,7 +462,7 @@ def test_every_learnable_parameter_gets_a_gradient(dims):
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     # and the output is the functional form's
-    values = [getattr(m, n) for n in m._gabor_names]
+    values = [getattr(m, n) for n in m._family.names]
     bank = (gabor_kernel1d if dims == 1 else gabor_kernel3d)(*values, m.kernel_size)
     bank = bank * m.amplitude.reshape(*m.amplitude.shape, *(1,) * dims)
     conv = torch.nn.functional.conv1d if dims == 1 else torch.nn.functional.conv3d
@@ -522,10 +522,10 @@ def test_truncation_warning_names_the_filter():
 def test_eval_cache_builds_once(monkeypatch):
     import gaborlayer.modules as modules
 
-    for dims, name in ((1, "_bank1d"), (3, "_bank3d")):
+    real = modules._bank
+    for dims in (1, 3):
         calls = []
-        real = getattr(modules, name)
-        monkeypatch.setattr(modules, name, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+        monkeypatch.setattr(modules, "_bank", lambda *a, _calls=calls, **k: _calls.append(1) or real(*a, **k))
         m = MODULES[dims][0](2, 3, 3, padding=1).eval()
         x = torch.randn(1, 2, *(6,) * dims)
         with torch.no_grad():

@@ -192,7 +192,7 @@ def nd_pair(dims: int, zero_mean: bool):
     from gaborlayer import GaborConv1d, GaborConv3d
     cls, kernel = (GaborConv1d, 9) if dims == 1 else (GaborConv3d, (3, 5, 4))
     m = cls(2, 3, kernel, padding=1, padding_mode="reflect", zero_mean=zero_mean, dtype=DT, output="complex")
-    names = m._gabor_names
+    names = m._family.names
 
     def twin(shift):
         values = {n: getattr(m, n).detach() + (shift if n == "psi" else 0.0) for n in names}
@@ -268,7 +268,7 @@ def test_nd_functional_equals_module_and_the_pair_of_real_banks(dims, output, ze
     x = torch.randn(2, 2, *((16,) if dims == 1 else (7, 6, 7)), dtype=DT)
     m = cls(2, 4, size, stride=2, padding=1, dilation=(2, 1, 1)[:dims], zero_mean=zero_mean, dtype=DT, output=output,
             **values)
-    params = [getattr(m, n).detach() for n in m._gabor_names]  # the module's constrained parameters
+    params = [getattr(m, n).detach() for n in m._family.names]  # the module's constrained parameters
     y = functional(x, *params, size, m.bias, 2, 1, m.dilation, zero_mean=zero_mean, output=output)
     torch.testing.assert_close(y, m(x), rtol=0, atol=1e-13)
 

@@ -1,0 +1,31 @@
+"""The private torch APIs gaborlayer uses, each behind one guarded helper.
+
+Private APIs move between torch releases. Each helper here checks that the API exists and, when it
+does not, degrades to the safe answer (the slower path that is still correct), never to an error.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def functorch_active() -> bool:
+    """Whether a functorch transform (``vmap``, ``grad``, ``jacrev``) is running. Unknown (the API
+    moved): ``True``, so that callers take the path that is correct under a transform."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return True if active is None else bool(active())
+
+
+def unwrap_functorch(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under functorch wrappers (vmap, grad, jacrev), whose values can be read.
+
+    Under ``torch.func.vmap`` a parameter is a batched wrapper on which ``bool()`` is data-dependent
+    control flow (an error); the tensor it wraps holds every batch's values and can be checked.
+    Unknown (the API moved): ``t`` itself.
+    """
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is None or not hasattr(functorch, "is_functorch_wrapped_tensor") \
+            or not hasattr(functorch, "get_unwrapped"):
+        return t
+    while functorch.is_functorch_wrapped_tensor(t):
+        t = functorch.get_unwrapped(t)
+    return t

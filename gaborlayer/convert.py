@@ -1,0 +1,178 @@
+"""Conversion between Gabor layers and plain convolutions: fit a trained ``nn.ConvNd``
+(:meth:`GaborConv2d.from_conv2d <gaborlayer.GaborConv2d.from_conv2d>`, ``from_conv1d``), hold a
+layer's bank in a plain one (``to_conv1d/2d/3d``), and swap layers of a model
+(:func:`replace_conv2d`). It sits above the layers and fitting: the layers import it when a
+conversion is asked for, so ``import gaborlayer`` does not load the fitting machinery.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from . import _checks
+from ._family import GABOR_2D
+from .fit import GaborFit
+from .functional import _pair_bias
+from .modules import GaborConv2d
+
+__all__ = ["replace_conv2d"]
+
+
+def conv_arguments(conv: nn.Module) -> dict:
+    """The constructor arguments that give a Gabor layer ``conv``'s (an ``nn.ConvNd``) configuration,
+    device and dtype."""
+    return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
+                stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                bias=conv.bias is not None, padding_mode=conv.padding_mode, device=conv.weight.device,
+                dtype=conv.weight.dtype)
+
+
+def to_conv(layer) -> nn.Module:
+    """A plain ``nn.ConvNd`` holding ``layer``'s current bank, with the same output."""
+    family = layer._family
+    if layer.output not in ("real", "quadrature"):
+        raise ValueError(f"to_conv{family.dims}d needs output='real' or 'quadrature' (one convolution), got "
+                         f"output={layer.output!r}; its quadrature pair is {type(layer).__name__}(..., "
+                         f"output='quadrature')")
+    weight = layer.weight.detach()
+    bias = _pair_bias(layer.bias, layer.output, layer.groups)
+    conv = family.conv_class(layer.in_channels, weight.shape[0], layer.kernel_size, layer.stride, layer.padding,
+                             layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode,
+                             device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv if layer._memory_format is None else conv.to(memory_format=layer._memory_format)
+
+
+def _checked_slices(family, conv: nn.Module) -> torch.Tensor:
+    """``conv.weight`` as float64 CPU slices ``(out_channels * in_channels // groups, *kernel_size)``."""
+    kind = family.conv_class.__name__
+    if not isinstance(conv, family.conv_class):
+        raise TypeError(f"conv must be an nn.{kind}, got {type(conv).__name__}")
+    if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+        raise ValueError(f"conv is a lazy nn.{kind} whose weight is not initialised yet: run a forward first")
+    weight = conv.weight.detach()
+    size = tuple(weight.shape[2:])
+    if min(size) < 3:
+        raise ValueError(f"conv.kernel_size must be at least {(3,) * family.dims} to fit Gabor filters, got {size}")
+    _checks.finite(weight, "conv.weight")
+    return weight.reshape(-1, *size).to("cpu", torch.float64)
+
+
+def _zero_slice_record(values: dict, index: int) -> dict:
+    """The one-entry optimisation record of an all-zero slice (amplitude 0, nothing fitted)."""
+    record = {name: values[name][index:index + 1].clone() for name in (*GABOR_2D.names, "loss")}
+    return {**record, "origin": "zero"}
+
+
+def from_conv(cls, conv: nn.Module, *, amplitude: bool, learn, backend: str, seed: int, return_fit: bool):
+    """``from_conv1d`` / ``from_conv2d``: the layer with ``conv``'s configuration, its filters fitted
+    to ``conv.weight`` by the family's ``fit_slices``, its bias copied."""
+    family = cls._family
+    slices = _checked_slices(family, conv)
+    out_c, in_per_group = conv.weight.shape[:2]
+    n = len(slices)
+    nonzero = slices.square().flatten(1).sum(dim=1) > 0
+    if not amplitude and not bool(nonzero.all()):
+        o, i = divmod(int(torch.nonzero(~nonzero)[0]), in_per_group)
+        raise ValueError(f"conv.weight[{o}, {i}] is all zeros ({int((~nonzero).sum())} of {n} slices are): with "
+                         f"amplitude=False every Gabor filter peaks at 1, so none can be zero; use amplitude=True "
+                         f"(an all-zero slice then gets amplitude 0)")
+    classic = family.classic(out_c, in_per_group, tuple(slices.shape[1:]), dtype=torch.float64)
+    # 1-D filters are fitted as 1 x k kernels with theta = 0 and gamma = 1 (see fit._fit_kernel1d).
+    values = {"theta": torch.zeros(n, dtype=torch.float64), "gamma": torch.ones(n, dtype=torch.float64),
+              **{k: v.reshape(-1).clone() for k, v in classic.items()},
+              "amplitude": torch.zeros(n, dtype=torch.float64), "loss": torch.zeros(n, dtype=torch.float64)}
+    fit = family.fit_slices(slices[nonzero], amplitude, seed) if bool(nonzero.any()) else None
+    if fit is not None:
+        for name in (*GABOR_2D.names, "amplitude", "loss"):
+            values[name][nonzero] = getattr(fit, name)
+    # The fit allows lambd = 2 exactly (the Nyquist pattern); the module's lambd is > 2.
+    values["lambd"] = values["lambd"].clamp_min(_checks.LAMBD_FLOOR * (1 + 1e-6))
+    init = {name: values[name].reshape(out_c, in_per_group) for name in family.names}
+    module = cls(**conv_arguments(conv), **init, amplitude=values["amplitude"].reshape(out_c, in_per_group)
+                 if amplitude else None, learn=learn, backend=backend)
+    if conv.bias is not None:
+        with torch.no_grad():
+            module.bias.copy_(conv.bias)
+    if not return_fit:
+        return module
+    return module, _slice_report(values, nonzero, fit, slices, amplitude)
+
+
+def _slice_report(values: dict, nonzero: torch.Tensor, fit: GaborFit | None, slices: torch.Tensor,
+                  amplitude: bool) -> GaborFit:
+    """The :class:`GaborFit` of every slice in row-major order, all-zero ones included."""
+    fitted = iter(range(int(nonzero.sum())))
+    history, starts = [], []
+    for index, is_fitted in enumerate(nonzero.tolist()):
+        if is_fitted:
+            j = next(fitted)
+            history.append(fit.history[j])
+            starts.append(fit.starts[j])
+        else:
+            history.append(_zero_slice_record(values, index))
+            starts.append([history[-1]])
+    size = tuple(slices.shape[1:])
+    return GaborFit(*(values[k] for k in (*GABOR_2D.names, "loss")), size=(1,) * (2 - len(size)) + size,
+                    amplitude=values["amplitude"] if amplitude else torch.ones(len(slices), dtype=torch.float64),
+                    history=history, starts=starts, seconds=fit.seconds if fit is not None else 0.0)
+
+
+def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> dict[str, GaborConv2d]:
+    """Swap chosen ``nn.Conv2d`` layers of ``model`` for GaborConv2d layers, in place.
+
+    Args:
+        model: any ``nn.Module``.
+        which: the layers to swap: a qualified name (``"conv1"``, ``"features.0"``), a list of
+            them, or a predicate ``(name, conv) -> bool`` called on every ``nn.Conv2d`` in
+            ``model``.
+        fit: ``True``: each new layer is :meth:`GaborConv2d.from_conv2d` of the old one (fitted
+            to its weights, gain included); ``False``: a fresh GaborConv2d with the same
+            configuration and the classic initial bank (the old bias is dropped too).
+        **kwargs: passed to :meth:`GaborConv2d.from_conv2d` (``fit=True``) or to the
+            constructor (``fit=False``), e.g. ``learn=`` or ``backend=``.
+
+    Returns:
+        dict mapping each swapped name to its new GaborConv2d (also reachable in ``model``).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 3))
+        >>> swapped = replace_conv2d(model, "0", fit=False)
+        >>> type(model[0]).__name__, list(swapped)
+        ('GaborConv2d', ['0'])
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if callable(which):
+        chosen = [name for name, m in convs.items() if which(name, m)]
+        if not chosen:
+            raise ValueError(f"which matched no nn.Conv2d of the model; its nn.Conv2d layers are {list(convs)}")
+    else:
+        try:
+            chosen = [which] if isinstance(which, str) else list(which)
+        except TypeError:
+            chosen = []
+        if not chosen or not all(isinstance(n, str) for n in chosen):
+            raise TypeError(f"which must be a layer name, a non-empty list of names or a predicate, got {which!r}")
+        missing = [n for n in chosen if n not in convs]
+        if missing:
+            raise ValueError(f"which names {missing}, which are not nn.Conv2d layers of the model; "
+                             f"its nn.Conv2d layers are {list(convs)}")
+    if "" in chosen:
+        raise ValueError("which names the model itself; use GaborConv2d.from_conv2d(model) for a bare nn.Conv2d")
+    swapped = {}
+    for name in chosen:
+        conv = convs[name]
+        if fit:
+            new = GaborConv2d.from_conv2d(conv, **kwargs)
+        else:
+            new = GaborConv2d(**conv_arguments(conv), **kwargs)
+        new.train(conv.training)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, new)
+        swapped[name] = new
+    return swapped
