@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench docs serve-docs clean
+.PHONY: setup demo test lint bench docs serve-docs clean
 
 $(VENV)/.installed-$(TORCH_VERSION): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	GABORLAYER_STRICT_SKIPS=1 $(PY) -m pytest
+
+# ruff (pyflakes, pycodestyle, bugbear, isort; configured in pyproject.toml) over the whole tree.
+lint: setup
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) benchmarks/bench_layer.py

@@ -138,7 +138,8 @@ def main(argv=None) -> int:
              for kh, kw in sizes for block in args.block or BLOCKS]
     from gaborlayer._triton import bank
 
-    print(f"# Triton bank kernels, compiled offline (no GPU): {datetime.date.today().isoformat()}, {_versions(args.arch or ARCHS)}, "
+    print(f"# Triton bank kernels, compiled offline (no GPU): {datetime.date.today().isoformat()}, "
+          f"{_versions(args.arch or ARCHS)}, "
           f"{bank.NUM_WARPS} warps; current FORWARD_BLOCK={bank.FORWARD_BLOCK}, BACKWARD_BLOCK={bank.BACKWARD_BLOCK}")
     print("# compile-time figures, not timings; registers, spills and stack frame per thread (ptxas -v)")
     print()

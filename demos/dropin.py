@@ -225,7 +225,8 @@ def fitted_swap(model: nn.Sequential, test_set) -> str:
     return (f"fraction of each learned filter's energy a Gabor filter explains: median {explained.median():.2f} "
             f"(min {explained.min():.2f}, max {explained.max():.2f}); the model with that fitted GaborConv2d "
             f"(amplitude=True) in place, not retrained: test {100 * accuracy(swapped, *test_set):.1f}% "
-            f"(the trained model: {100 * accuracy(model, *test_set):.1f}%); {cut} of 16 fitted envelopes exceed the kernel")
+            f"(the trained model: {100 * accuracy(model, *test_set):.1f}%); "
+            f"{cut} of 16 fitted envelopes exceed the kernel")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -338,7 +339,8 @@ def main(argv=None) -> None:
 
     print(f"\nfirst layer nn.Conv2d(1, 16, 7, padding=3) or GaborConv2d(1, 16, 7, padding=3), the rest the "
           f"same; Adam one-cycle lr {LR:g}"
-          f"{f' (Gabor parameters x{args.gabor_lr_scale:g})' if args.gabor_lr_scale != 1 else ''}, batch 64, {epochs} epochs, seeds 0..{seeds - 1}; test accuracy after "
+          f"{f' (Gabor parameters x{args.gabor_lr_scale:g})' if args.gabor_lr_scale != 1 else ''}, "
+          f"batch 64, {epochs} epochs, seeds 0..{seeds - 1}; test accuracy after "
           f"the last epoch; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print_table(rows)
     for r in rows:

@@ -214,7 +214,7 @@ def print_single(res):
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for opt_name, lr in res["configs"]:
         for kind in ("Conv2d", "Gabor classic", "Gabor random"):
-            rs = [r for (o, l, k, _), r in res["runs"].items() if (o, l, k) == (opt_name, lr, kind)]
+            rs = [r for (o, run_lr, k, _), r in res["runs"].items() if (o, run_lr, k) == (opt_name, lr, kind)]
             final = np.median([r["final"] for r in rs])
             kerr = np.median([r["kerr"][-1] for r in rs])
             bias = np.median([abs(r["conv"].bias.item()) for r in rs])
@@ -328,8 +328,8 @@ def plot_curves(path, res):
     configs = res["configs"]
     fig, axes = plt.subplots(1, len(configs), figsize=(2.6 * len(configs) + 1, 3.4), sharey=True)
     for ax, (opt_name, lr) in zip(np.atleast_1d(axes), configs):
-        for (o, l, kind, seed), r in res["runs"].items():
-            if (o, l) != (opt_name, lr):
+        for (o, run_lr, kind, seed), r in res["runs"].items():
+            if (o, run_lr) != (opt_name, lr):
                 continue
             ax.loglog(np.arange(1, len(r["curve"]) + 1), r["curve"], color=COLORS[kind], lw=1.2 if seed == 0 else 0.7,
                       alpha=1 if seed == 0 else 0.5, label=kind if seed == 0 else None)

@@ -26,7 +26,9 @@ import textwrap
 import griffe
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|mod|obj|data|exc|const):`(?P<target>[^`]+)`")
-_WRAPPED_NAMES = re.compile(r"^(?P<indent>[ \t]+)(?P<names>\w+(?:, *\w+)*,)[ \t]*\n(?P=indent)(?=\w+(?:, *\w+)*:)", re.M)
+_WRAPPED_NAMES = re.compile(
+    r"^(?P<indent>[ \t]+)(?P<names>\w+(?:, *\w+)*,)[ \t]*\n(?P=indent)(?=\w+(?:, *\w+)*:)", re.M
+)
 _MATH = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*\n(?P<body>(?:(?P=indent)[ \t]+\S.*\n|[ \t]*\n)+)", re.M)
 
 

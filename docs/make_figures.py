@@ -133,7 +133,8 @@ def quadrature_pairs(path: Path) -> None:
         axes[row, 0].set_ylabel(f"theta = {math.degrees(theta):.0f} deg", fontsize=9)
     axes[0, 0].set_title("even: psi", fontsize=9)
     axes[0, 1].set_title("odd: psi - pi/2", fontsize=9)
-    fig.suptitle("GaborConv2d(output='complex'): three zero-mean quadrature pairs (sigma 3, lambd 8) on china.jpg, reflect padding", fontsize=10)
+    fig.suptitle("GaborConv2d(output='complex'): three zero-mean quadrature pairs (sigma 3, lambd 8) "
+                 "on china.jpg, reflect padding", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -3,7 +3,8 @@
 Each dimension has two plain functions, ``gabor_kernelNd_forward(params, size)`` and
 ``gabor_kernelNd_backward(grad, params, size, needs_input_grad)``, where ``params`` are the
 parameter vectors ``(N,)`` in the family's order (``gaborlayer._family``). The autograd
-Functions (:class:`GaborKernel1d`, :class:`GaborKernel2d`, :class:`GaborKernel3d`) and the ``torch.library`` registration (``gaborlayer._ops``) both call them.
+Functions (:class:`GaborKernel1d`, :class:`GaborKernel2d`, :class:`GaborKernel3d`) and the
+``torch.library`` registration (``gaborlayer._ops``) both call them.
 
 Forward saves only the parameter vectors; backward recomputes the rotated coordinates, envelope
 and phase, so no ``(N, *size)`` intermediate outlives the forward. The backward is written in

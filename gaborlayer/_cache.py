@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ._compat import functorch_active
+from ._compat import functorch_active, version_counter
 
 
 def cacheable(training: bool, stored: list[torch.Tensor]) -> bool:
@@ -21,7 +21,8 @@ def cacheable(training: bool, stored: list[torch.Tensor]) -> bool:
         return False  # functorch's wrapped tensors (vmap, grad) have no storage to key on
     if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
         return False
-    return not any(t.is_inference() for t in stored)  # inference tensors have no version counter
+    # inference tensors have no version counter
+    return not any(t.is_inference() or version_counter(t) is None for t in stored)
 
 
 class BankCache:
@@ -36,7 +37,7 @@ class BankCache:
 
     def get(self, stored: list[torch.Tensor], config: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The bank for ``stored`` and ``config``: the cached one if the key matches, else ``build()``."""
-        key = [(t.data_ptr(), t._version, t.dtype, t.device, t.shape, t.stride()) for t in stored]
+        key = [(t.data_ptr(), version_counter(t), t.dtype, t.device, t.shape, t.stride()) for t in stored]
         key.append(config)
         entry = self._entry
         if entry is None or entry[0] != key:

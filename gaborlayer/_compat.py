@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import torch
 
+_C = torch._C  # read through this name, so a test can take the APIs away
+
+
 
 def functorch_active() -> bool:
     """Whether a functorch transform (``vmap``, ``grad``, ``jacrev``) is running. Unknown (the API
     moved): ``True``, so that callers take the path that is correct under a transform."""
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    active = getattr(_C, "_are_functorch_transforms_active", None)
     return True if active is None else bool(active())
 
 
@@ -22,10 +25,19 @@ def unwrap_functorch(t: torch.Tensor) -> torch.Tensor:
     control flow (an error); the tensor it wraps holds every batch's values and can be checked.
     Unknown (the API moved): ``t`` itself.
     """
-    functorch = getattr(torch._C, "_functorch", None)
+    functorch = getattr(_C, "_functorch", None)
     if functorch is None or not hasattr(functorch, "is_functorch_wrapped_tensor") \
             or not hasattr(functorch, "get_unwrapped"):
         return t
     while functorch.is_functorch_wrapped_tensor(t):
         t = functorch.get_unwrapped(t)
     return t
+
+
+def version_counter(t: torch.Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place write autograd sees); ``None`` when the
+    tensor has none (an inference tensor) or the attribute moved, so callers must not rely on it."""
+    try:
+        return int(t._version)
+    except (AttributeError, RuntimeError):
+        return None

@@ -39,11 +39,12 @@ __all__ = ["gabor_bank", "gabor_bank_backward"]
 
 def _check(theta, sigma, lambd, gamma, psi, kh, kw) -> None:
     for name, p in zip(("sigma", "lambd", "gamma", "psi"), (sigma, lambd, gamma, psi)):
-        torch._check(p.shape == theta.shape, lambda: f"gabor_bank: {name} has shape {tuple(p.shape)}, "
-                                                     f"theta {tuple(theta.shape)}; all five must be (N,)")
+        # The messages are built (if at all) within this iteration; the defaults make that explicit.
+        torch._check(p.shape == theta.shape, lambda name=name, p=p: f"gabor_bank: {name} has shape "
+                     f"{tuple(p.shape)}, theta {tuple(theta.shape)}; all five must be (N,)")
         torch._check(p.dtype == theta.dtype and p.device == theta.device,
-                     lambda: f"gabor_bank: the five parameters need one dtype and device, got "
-                             f"{name} {p.dtype} on {p.device}, theta {theta.dtype} on {theta.device}")
+                     lambda name=name, p=p: f"gabor_bank: the five parameters need one dtype and device, got "
+                                            f"{name} {p.dtype} on {p.device}, theta {theta.dtype} on {theta.device}")
     torch._check(theta.dim() == 1, lambda: f"gabor_bank: parameters must be vectors (N,), got {tuple(theta.shape)}")
     torch._check(theta.dtype.is_floating_point, lambda: f"gabor_bank: parameters must be floating, got {theta.dtype}")
     torch._check(kh >= 1 and kw >= 1, lambda: f"gabor_bank: kernel size must be >= 1, got ({kh}, {kw})")

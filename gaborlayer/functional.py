@@ -179,7 +179,8 @@ def _gabor_conv(family: GaborFamily, input, params, kernel_size, bias, stride, p
     return _combine(y, output, bias, dims, groups)
 
 
-def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False,
+                   backend: str = "auto") -> torch.Tensor:
     r"""Build a bank of real 2-D Gabor kernels, differentiable in all five parameters.
 
     .. math::
@@ -199,8 +200,8 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
         psi: phase offset in radians (any real value).
         size: kernel size ``int`` or ``(kh, kw)``, each ``>= 1``.
         zero_mean: subtract the multiple of the envelope that makes each kernel sum to zero.
-        backend: ``"auto"``, ``"torch"`` (the analytic autograd Function), ``"triton"`` (CUDA, see :func:`resolve_backend`) or ``"reference"``
-            (the formula in plain autograd).
+        backend: ``"auto"``, ``"torch"`` (the analytic autograd Function), ``"triton"`` (CUDA, see
+            :func:`resolve_backend`) or ``"reference"`` (the formula in plain autograd).
 
     Returns:
         Tensor of shape ``(*S, kh, kw)`` with the parameters' (promoted) dtype and device.

@@ -354,7 +354,8 @@ class GaborConv2d(_GaborConvNd):
             >>> from gaborlayer import gabor_kernel2d
             >>> conv = nn.Conv2d(1, 2, 5, padding=2)
             >>> with torch.no_grad():
-            ...     _ = conv.weight.copy_(0.3 * gabor_kernel2d(torch.tensor([0.5, 2.0]), 1.5, 4.0, 1.0, 0.0, 5)[:, None])
+            ...     bank = gabor_kernel2d(torch.tensor([0.5, 2.0]), 1.5, 4.0, 1.0, 0.0, 5)
+            ...     _ = conv.weight.copy_(0.3 * bank[:, None])
             >>> gabor, fit = GaborConv2d.from_conv2d(conv, return_fit=True)
             >>> bool((1 - fit.loss).min() > 0.999999), torch.allclose(gabor.weight, conv.weight, atol=1e-6)
             (True, True)

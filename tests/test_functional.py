@@ -44,12 +44,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    RANGES,
+    angles,
+    extreme_params,
+    float_dtypes,
+    gabor_params,
+    kernel_sizes,
+    odd_kernel_sizes,
+    scaled,
+    square_kernel_sizes,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.filters import gabor_kernel as skimage_gabor_kernel
 
-from conftest import (RANGES, angles, extreme_params, float_dtypes, gabor_params, kernel_sizes, odd_kernel_sizes,
-                      scaled, square_kernel_sizes)
 from gaborlayer import canonicalize, gabor_kernel2d
 
 # Kernel values lie in [-1, 1]; the phase reaches ~60 rad with generated parameters, so float32
@@ -277,8 +286,10 @@ def test_half_turn_equals_negated_phase(params, size):
 def test_full_turn_periods(params, size):
     theta, sigma, lambd, gamma, psi = params
     bank = gabor_kernel2d(theta, sigma, lambd, gamma, psi, size)
-    torch.testing.assert_close(gabor_kernel2d(theta + 2 * math.pi, sigma, lambd, gamma, psi, size), bank, **PROPERTY_TOL)
-    torch.testing.assert_close(gabor_kernel2d(theta, sigma, lambd, gamma, psi - 2 * math.pi, size), bank, **PROPERTY_TOL)
+    torch.testing.assert_close(gabor_kernel2d(theta + 2 * math.pi, sigma, lambd, gamma, psi, size), bank,
+                               **PROPERTY_TOL)
+    torch.testing.assert_close(gabor_kernel2d(theta, sigma, lambd, gamma, psi - 2 * math.pi, size), bank,
+                               **PROPERTY_TOL)
 
 
 @settings(max_examples=scaled(200))
@@ -496,7 +507,7 @@ def test_vmap_matches_batched_call():
 def test_jacrev_matches_reference(zero_mean):
     gen = torch.Generator().manual_seed(4)
     params = [torch.rand(3, dtype=torch.float64, generator=gen) + 0.5 for _ in range(5)]
-    jacobians = [torch.func.jacrev(lambda *p: gabor_kernel2d(*p, (5, 4), zero_mean=zero_mean, backend=b),
+    jacobians = [torch.func.jacrev(lambda *p, b=b: gabor_kernel2d(*p, (5, 4), zero_mean=zero_mean, backend=b),
                                    argnums=(0, 1, 2, 3, 4))(*params) for b in ("torch", "reference")]
     for j_t, j_r in zip(*jacobians):
         assert j_t.shape == (3, 5, 4, 3)

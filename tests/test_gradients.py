@@ -12,10 +12,10 @@ factor or a swapped term fails at once.
 from __future__ import annotations
 
 import torch
+from conftest import RANGES, gabor_params, kernel_sizes, scaled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RANGES, gabor_params, kernel_sizes, scaled
 from gaborlayer import gabor_kernel2d
 from gaborlayer._family import GABOR_2D
 
@@ -198,5 +198,6 @@ def test_broadcast_gradients_are_reduced(case, size, seed, gradient_cases):
             with torch.no_grad():
                 shifted.append((gabor_kernel2d(*args, size) * weight).sum())
         numeric = (shifted[0] - shifted[1]) / (2 * H)
-        assert abs(float((g * v).sum() - numeric)) <= FD_ATOL * float(weight.abs().sum()) + FD_RTOL * abs(float(numeric))
+        assert abs(float((g * v).sum() - numeric)) <= (FD_ATOL * float(weight.abs().sum())
+                                                       + FD_RTOL * abs(float(numeric)))
     gradient_cases.add()

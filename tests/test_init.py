@@ -39,7 +39,8 @@ def test_then_trains_freely():
 
 @pytest.mark.parametrize("tensor, kwargs, error, match", [
     (torch.empty(4, 5, 5), {}, ValueError, r"tensor must be a 2-D convolution weight .* got shape \(4, 5, 5\)"),
-    (torch.empty(2, 1, 3, 3, dtype=torch.int64), {}, TypeError, r"tensor must be floating point, got dtype torch.int64"),
+    (torch.empty(2, 1, 3, 3, dtype=torch.int64), {}, TypeError,
+     r"tensor must be floating point, got dtype torch.int64"),
     ([1.0], {}, TypeError, r"tensor must be a torch.Tensor, got list"),
     (torch.empty(2, 1, 3, 3), {"sigma": -1.0}, ValueError, r"sigma must be > 0.0, got -1.0"),
     (torch.empty(2, 1, 3, 3), {"lambd": 2.0}, ValueError, r"lambd must be > 2.0, got 2.0"),

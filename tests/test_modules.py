@@ -781,8 +781,8 @@ def test_docstring_example_runs():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inside torch
-@pytest.mark.parametrize("cls, kernel_size, input_shape", [(GaborConv2d, 5, (1, 2, 8, 8)), (GaborConv1d, 9, (2, 2, 40))],
-                         ids=["2d", "1d"])
+@pytest.mark.parametrize("cls, kernel_size, input_shape",
+                         [(GaborConv2d, 5, (1, 2, 8, 8)), (GaborConv1d, 9, (2, 2, 40))], ids=["2d", "1d"])
 def test_torch_compile_fullgraph_matches_eager(cls, kernel_size, input_shape):
     torch.manual_seed(0)
     m = cls(2, 3, kernel_size, padding="same", padding_mode="reflect", zero_mean=True, dtype=torch.float64)

@@ -21,7 +21,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gaborlayer
-from gaborlayer import GaborConv1d, GaborConv3d, gabor_conv1d, gabor_conv3d, gabor_kernel1d, gabor_kernel2d, gabor_kernel3d
+from gaborlayer import (
+    GaborConv1d,
+    GaborConv3d,
+    gabor_conv1d,
+    gabor_conv3d,
+    gabor_kernel1d,
+    gabor_kernel2d,
+    gabor_kernel3d,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
@@ -238,8 +246,8 @@ def test_vmap_and_jacrev_run_through_the_functions():
     torch.testing.assert_close(batched, gabor_kernel1d(sigma, 5.0, 0.3, 9))
     phi = torch.tensor([0.2, 0.7], dtype=torch.float64)
     jac = torch.func.jacrev(lambda p: gabor_kernel3d(0.4, p, 1.5, 4.0, 0.7, 0.1, 3))(phi)
-    ref = torch.autograd.functional.jacobian(lambda p: gabor_kernel3d(0.4, p, 1.5, 4.0, 0.7, 0.1, 3, backend="reference"),
-                                             phi)
+    ref = torch.autograd.functional.jacobian(
+        lambda p: gabor_kernel3d(0.4, p, 1.5, 4.0, 0.7, 0.1, 3, backend="reference"), phi)
     torch.testing.assert_close(jac, ref)
 
 
@@ -252,7 +260,8 @@ def extreme_1d(draw):
 
 @st.composite
 def extreme_3d(draw):
-    return (draw(angles()), draw(angles()), *(draw(log_uniform(*EXTREME_RANGES[k])) for k in ("sigma", "lambd", "gamma")),
+    return (draw(angles()), draw(angles()),
+            *(draw(log_uniform(*EXTREME_RANGES[k])) for k in ("sigma", "lambd", "gamma")),
             draw(st.floats(-1e6, 1e6)))
 
 
@@ -302,7 +311,8 @@ ERRORS_1D = [
     (dict(psi=math.inf), ValueError, r"psi must be finite, got inf"),
     (dict(sigma=torch.tensor([1, 2])), TypeError, r"sigma must be a floating-point tensor, got dtype torch\.int64"),
     (dict(lambd="4"), TypeError, r"lambd must be a float or a floating-point tensor, got str"),
-    (dict(sigma=torch.ones(3), psi=torch.ones(4)), ValueError, r"broadcastable shapes, got sigma=\(3,\), lambd=\(\), psi=\(4,\)"),
+    (dict(sigma=torch.ones(3), psi=torch.ones(4)), ValueError,
+     r"broadcastable shapes, got sigma=\(3,\), lambd=\(\), psi=\(4,\)"),
 ]
 ERRORS_3D = [
     (dict(size=(3, 3)), TypeError, r"size must be an int or a triple of ints, got \(3, 3\)"),
@@ -507,8 +517,8 @@ def test_classic_initial_banks():
 
 def test_truncation_warning_names_the_filter():
     with pytest.warns(gaborlayer.GaborTruncationWarning, match=r"GaborConv1d: 1 of 2 filters have an envelope cut off "
-                      r"by kernel_size=\(11,\), e\.g\. filter \[1, 0\] \(sigma=4\) reaches 20\.0 samples at 2\.5 sigma; "
-                      r"kernel_size=\(25,\) would hold every filter"):
+                      r"by kernel_size=\(11,\), e\.g\. filter \[1, 0\] \(sigma=4\) reaches 20\.0 samples "
+                      r"at 2\.5 sigma; kernel_size=\(25,\) would hold every filter"):
         GaborConv1d(1, 2, 11, sigma=torch.tensor([[1.0], [4.0]]))
     # an envelope long along x (3 sigma = 4.2) and short across (1.05) fits a flat kernel only along x
     report = GaborConv3d(1, 1, (3, 9, 9), theta=0.0, phi=0.0, sigma=1.4, gamma=4.0).check_extent(warn=False)
@@ -586,7 +596,8 @@ MODULE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("dims, kwargs, error, match", MODULE_ERRORS, ids=[f"{d}d-{m[:30]}" for d, _, _, m in MODULE_ERRORS])
+@pytest.mark.parametrize("dims, kwargs, error, match", MODULE_ERRORS,
+                         ids=[f"{d}d-{m[:30]}" for d, _, _, m in MODULE_ERRORS])
 def test_module_bad_arguments_raise_clear_errors(dims, kwargs, error, match):
     kwargs = {"in_channels": 2, "out_channels": 4, "kernel_size": 3, **kwargs}
     with pytest.raises(error, match=match):

@@ -304,7 +304,7 @@ def test_layer_matches_the_oracle_and_its_other_forms(config):
     assert y.shape == expected.shape
     torch.testing.assert_close(y, expected, **ORACLE_TOL)
     torch.testing.assert_close(m.weight, expected_weight, **ORACLE_TOL)
-    for name, p in m.named_parameters():  # learn= decides what is a parameter
+    for name, _p in m.named_parameters():  # learn= decides what is a parameter
         assert name == "bias" or name.replace("log_", "").replace("_excess", "") in m.learn, name
     assert {n.replace("log_", "").replace("_excess", "") for n, _ in m.named_parameters()} - {"bias"} == set(m.learn)
 

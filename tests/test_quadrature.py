@@ -144,7 +144,7 @@ def test_gradgradcheck_magnitude_and_complex():
         names = [n for n, _ in m.named_parameters()]
         raw = tuple(p.detach().clone().requires_grad_() for p in m.parameters())
 
-        def forward(*raw):
+        def forward(*raw, m=m, names=names, x=x):
             y = functional_call(m, dict(zip(names, raw)), (x,))
             return torch.view_as_real(y) if y.is_complex() else y
 

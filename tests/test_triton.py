@@ -33,15 +33,17 @@ if "gaborlayer._triton.bank" in sys.modules and not CUDA and not sys.modules["ga
                        "TRITON_INTERPRET=1 (something used backend='triton' at import time); run with "
                        "TRITON_INTERPRET=1 in the environment")
 
+from conftest import RANGES, gabor_params, kernel_sizes, scaled
+
 import gaborlayer._triton as gtriton
-from gaborlayer import GaborConv2d, gabor_kernel2d
+from gaborlayer import (
+    GaborConv2d,
+    _ops,  # after the env var: it imports the kernels
+    gabor_kernel2d,
+)
 from gaborlayer._reference import gabor_kernel2d_reference
 from gaborlayer._triton import bank as kernels
 from gaborlayer.functional import resolve_backend
-
-from conftest import RANGES, gabor_params, kernel_sizes, scaled
-
-from gaborlayer import _ops  # after the env var: it imports the kernels
 
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 gpu = pytest.mark.gpu
