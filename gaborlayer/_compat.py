@@ -6,6 +6,7 @@ does not, degrades to the safe answer (the slower path that is still correct), n
 from __future__ import annotations
 
 import torch
+import torch.fx
 
 _C = torch._C  # read through this name, so a test can take the APIs away
 
@@ -41,3 +42,12 @@ def version_counter(t: torch.Tensor) -> int | None:
         return int(t._version)
     except (AttributeError, RuntimeError):
         return None
+
+
+def fx_tracing() -> bool:
+    """Whether ``torch.fx.symbolic_trace`` is tracing. Unknown (the API moved): ``False``."""
+    symbolic_trace = getattr(torch.fx, "_symbolic_trace", None)
+    # is_fx_symbolic_tracing in newer torch; is_fx_tracing (which also answers for export) before
+    is_tracing = (getattr(symbolic_trace, "is_fx_symbolic_tracing", None)
+                  or getattr(symbolic_trace, "is_fx_tracing", None))
+    return bool(is_tracing()) if is_tracing is not None else False

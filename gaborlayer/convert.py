@@ -6,6 +6,9 @@ conversion is asked for, so ``import gaborlayer`` does not load the fitting mach
 """
 from __future__ import annotations
 
+import logging
+import warnings
+
 import torch
 import torch.nn as nn
 
@@ -15,7 +18,7 @@ from .fit import GaborFit
 from .functional import _pair_bias
 from .modules import GaborConv2d
 
-__all__ = ["replace_conv2d"]
+__all__ = ["GaborFitWarning", "replace_conv2d"]
 
 
 def conv_arguments(conv: nn.Module) -> dict:
@@ -43,6 +46,7 @@ def to_conv(layer) -> nn.Module:
         conv.weight.copy_(weight)
         if bias is not None:
             conv.bias.copy_(bias)
+    conv.train(layer.training)
     return conv if layer._memory_format is None else conv.to(memory_format=layer._memory_format)
 
 
@@ -121,58 +125,120 @@ def _slice_report(values: dict, nonzero: torch.Tensor, fit: GaborFit | None, sli
                     history=history, starts=starts, seconds=fit.seconds if fit is not None else 0.0)
 
 
-def replace_conv2d(model: nn.Module, which, *, fit: bool = True, **kwargs) -> dict[str, GaborConv2d]:
+class GaborFitWarning(UserWarning):
+    """Fitted Gabor filters explain little of the weights they replace."""
+
+
+#: replace_conv2d(fit=True) warns when the fitted filters explain less than this share of a layer's
+#: weights' energy (median over its slices): the swapped model then computes something else.
+POOR_FIT = 0.5
+_log = logging.getLogger("gaborlayer")
+
+
+def _conv2d_places(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """Every name under which an ``nn.Conv2d`` (or subclass) is reachable, shared modules under each."""
+    return {name: m for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Conv2d)}
+
+
+def _chosen_names(which, convs: dict) -> list[str]:
+    if callable(which):
+        chosen = [name for name, m in convs.items() if which(name, m)]
+        if not chosen:
+            raise ValueError(f"which matched no nn.Conv2d of the model; its nn.Conv2d layers are {list(convs)}")
+        return chosen
+    try:
+        chosen = [which] if isinstance(which, str) else list(which)
+    except TypeError:
+        chosen = []
+    if not chosen or not all(isinstance(n, str) for n in chosen):
+        raise TypeError(f"which must be a layer name, a non-empty list of names or a predicate, got {which!r}")
+    missing = [n for n in chosen if n not in convs]
+    if missing:
+        raise ValueError(f"which names {missing}, which are not nn.Conv2d layers of the model; "
+                         f"its nn.Conv2d layers are {list(convs)}")
+    if "" in chosen:
+        raise ValueError("which names the model itself; use GaborConv2d.from_conv2d(model) for a bare nn.Conv2d")
+    return chosen
+
+
+def _check_replaceable(name: str, conv: nn.Conv2d, allow_subclasses: bool) -> None:
+    if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+        raise ValueError(f"layer {name!r} is a lazy nn.Conv2d whose weight is not initialised yet: run a forward "
+                         f"through the model first")
+    if type(conv) is not nn.Conv2d and not allow_subclasses:
+        raise TypeError(f"layer {name!r} is a {type(conv).__module__}.{type(conv).__qualname__}, a subclass of "
+                        f"nn.Conv2d whose own forward (weight standardisation, fake quantisation, ...) a "
+                        f"GaborConv2d would drop; pass allow_subclasses=True to swap it anyway")
+
+
+def _fitted(name: str, conv: nn.Conv2d, kwargs: dict):
+    new, fit = GaborConv2d.from_conv2d(conv, return_fit=True, **kwargs)
+    explained = 1 - fit.loss
+    median = float(explained.median())
+    _log.info("replace_conv2d: %r fitted, the Gabor filters explain %.1f%% of the weights' energy "
+              "(median over %d slices; min %.1f%%)", name, 100 * median, explained.numel(),
+              100 * float(explained.min()))
+    if median < POOR_FIT:
+        warnings.warn(f"replace_conv2d: the Gabor filters fitted to layer {name!r} explain a median "
+                      f"{100 * median:.1f}% of its weights' energy (min {100 * float(explained.min()):.1f}%), "
+                      f"so the swapped model computes something else; fine-tune it, or use fit=False for the "
+                      f"classic bank", GaborFitWarning, stacklevel=3)
+    return new, fit
+
+
+def replace_conv2d(model: nn.Module, which, *, fit: bool = False, allow_subclasses: bool = False,
+                   return_fit: bool = False, **kwargs):
     """Swap chosen ``nn.Conv2d`` layers of ``model`` for GaborConv2d layers, in place.
+
+    A layer used in several places (the same module object) is replaced by one new GaborConv2d in
+    every place, so the parameters stay shared.
 
     Args:
         model: any ``nn.Module``.
         which: the layers to swap: a qualified name (``"conv1"``, ``"features.0"``), a list of
             them, or a predicate ``(name, conv) -> bool`` called on every ``nn.Conv2d`` in
-            ``model``.
-        fit: ``True``: each new layer is :meth:`GaborConv2d.from_conv2d` of the old one (fitted
-            to its weights, gain included); ``False``: a fresh GaborConv2d with the same
-            configuration and the classic initial bank (the old bias is dropped too).
+            ``model`` (under each name it is reachable by).
+        fit: ``False`` (default): a fresh GaborConv2d with the same configuration and the classic
+            initial bank (instant; the old weights and bias are dropped). ``True``: each new layer is
+            :meth:`GaborConv2d.from_conv2d` of the old one (fitted to its weights, gain included),
+            which takes a fraction of a second per kernel slice; the share of each layer's weights'
+            energy the fit explains is logged (logger ``"gaborlayer"``, INFO), and a
+            :class:`GaborFitWarning` says when it is below ``POOR_FIT`` (50%).
+        allow_subclasses: swap subclasses of ``nn.Conv2d`` too (their own ``forward`` is dropped);
+            by default they are refused with a ``TypeError``.
+        return_fit: with ``fit=True``, also return ``{name: GaborFit}`` (see ``from_conv2d``).
         **kwargs: passed to :meth:`GaborConv2d.from_conv2d` (``fit=True``) or to the
             constructor (``fit=False``), e.g. ``learn=`` or ``backend=``.
 
     Returns:
-        dict mapping each swapped name to its new GaborConv2d (also reachable in ``model``).
+        dict mapping each swapped name to its new GaborConv2d (also reachable in ``model``); with
+        ``return_fit``, ``(swapped, fits)``.
 
     Example:
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 8, 3))
-        >>> swapped = replace_conv2d(model, "0", fit=False)
-        >>> type(model[0]).__name__, list(swapped)
-        ('GaborConv2d', ['0'])
+        >>> conv = nn.Conv2d(8, 8, 3)
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), conv, nn.ReLU(), conv)
+        >>> swapped = replace_conv2d(model, ["0", "2"])
+        >>> type(model[0]).__name__, list(swapped), model[2] is model[4]
+        ('GaborConv2d', ['0', '2'], True)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    if callable(which):
-        chosen = [name for name, m in convs.items() if which(name, m)]
-        if not chosen:
-            raise ValueError(f"which matched no nn.Conv2d of the model; its nn.Conv2d layers are {list(convs)}")
-    else:
-        try:
-            chosen = [which] if isinstance(which, str) else list(which)
-        except TypeError:
-            chosen = []
-        if not chosen or not all(isinstance(n, str) for n in chosen):
-            raise TypeError(f"which must be a layer name, a non-empty list of names or a predicate, got {which!r}")
-        missing = [n for n in chosen if n not in convs]
-        if missing:
-            raise ValueError(f"which names {missing}, which are not nn.Conv2d layers of the model; "
-                             f"its nn.Conv2d layers are {list(convs)}")
-    if "" in chosen:
-        raise ValueError("which names the model itself; use GaborConv2d.from_conv2d(model) for a bare nn.Conv2d")
-    swapped = {}
+    fit = bool(fit)  # TODO boolean
+    convs = _conv2d_places(model)
+    chosen = _chosen_names(which, convs)
+    new_for, swapped, fits = {}, {}, {}
     for name in chosen:
         conv = convs[name]
-        if fit:
-            new = GaborConv2d.from_conv2d(conv, **kwargs)
-        else:
-            new = GaborConv2d(**conv_arguments(conv), **kwargs)
-        new.train(conv.training)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, new)
-        swapped[name] = new
-    return swapped
+        if id(conv) not in new_for:
+            _check_replaceable(name, conv, allow_subclasses)
+            if fit:
+                new_for[id(conv)], fits[name] = _fitted(name, conv, kwargs)
+            else:
+                new_for[id(conv)] = GaborConv2d(**conv_arguments(conv), **kwargs)
+            new_for[id(conv)].train(conv.training)
+        swapped[name] = new_for[id(conv)]
+    for place, conv in convs.items():  # every place of every swapped module, aliases included
+        if id(conv) in new_for:
+            parent_name, _, child = place.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, new_for[id(conv)])
+    return (swapped, fits) if return_fit else swapped

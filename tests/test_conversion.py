@@ -228,7 +228,7 @@ def test_replace_by_name_keeps_the_output_of_gabor_weights():
     net.stem = gabor_conv(1, 4, 5, seed=4, padding=2)[0]
     x = torch.randn(2, 1, 12, 12, dtype=torch.float64)
     before = net(x)
-    swapped = replace_conv2d(net, "stem")
+    swapped = replace_conv2d(net, "stem", fit=True)
     assert list(swapped) == ["stem"] and net.stem is swapped["stem"] and isinstance(net.stem, GaborConv2d)
     torch.testing.assert_close(net(x), before, rtol=0, atol=1e-5)
     assert isinstance(net.body[1], nn.Conv2d) and isinstance(net.head, nn.Conv2d)

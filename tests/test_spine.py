@@ -155,9 +155,12 @@ def test_extent_report_and_non_finite_parameters():
     report = extent_report(GABOR_2D, values, (7, 7))
     assert report["cut"].tolist() == [[False, True]] and report["near_nyquist"].tolist() == [[False, True]]
     assert report["suggested_kernel_size"] == (19, 19)
-    values["sigma"][0, 0] = math.nan
+    values["sigma"][0, 1] = math.nan  # no extent: skipped, and named as non-finite
     report = extent_report(GABOR_2D, values, (7, 7))
-    assert report["cut"].tolist() == [[True, True]] and report["suggested_kernel_size"] is None
+    assert report["cut"].tolist() == [[False, False]] and report["non_finite"].tolist() == [[False, True]]
+    assert report["suggested_kernel_size"] == (7, 7)
+    values["sigma"][0, 0] = math.inf
+    assert extent_report(GABOR_2D, values, (7, 7))["suggested_kernel_size"] is None
 
 
 def test_mode_switches_with_a_nan_parameter():
