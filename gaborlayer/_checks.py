@@ -7,6 +7,7 @@ one format, :class:`Lower`; each constant is defined here once.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple, Sequence
 
@@ -59,11 +60,55 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+def nonnegative_int(value, name: str) -> int:
+    """An int (not a bool) ``>= 0``, e.g. a seed."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def boolean(value, name: str) -> bool:
+    """``value`` if it is a ``bool`` (or a numpy bool), as a ``bool``: no truthy strings or numbers."""
+    if isinstance(value, bool):
+        return value
+    kind = type(value)
+    if kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool"):  # without importing numpy
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
+
+
 def real(value, name: str) -> float:
     """A real number (not a bool), as a float."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(value).__name__}")
     return float(value)
+
+
+def _number(value, name: str) -> float:
+    """A real Python (or numpy) number, not a bool, as a float: an argument that takes no tensor."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def finite_real(value, name: str) -> float:
+    """A finite real number (not a bool), as a float, e.g. a gain."""
+    value = _number(value, name)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def positive_real(value, name: str) -> float:
+    """A finite real number ``> 0`` (not a bool), as a float, e.g. a learning rate."""
+    value = _number(value, name)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
 
 
 def one_of(value, name: str, allowed: tuple):
@@ -74,8 +119,30 @@ def one_of(value, name: str, allowed: tuple):
 
 
 def floating_dtype(dtype: torch.dtype | None, name: str = "dtype") -> None:
-    if dtype is not None and not dtype.is_floating_point:
+    """``None`` or a floating-point ``torch.dtype`` (not a string, a numpy type or a Python type)."""
+    if dtype is None:
+        return
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype (a floating-point one, e.g. torch.float32), got {dtype!r} "
+                        f"({type(dtype).__name__})")
+    if not dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating-point dtype, got {dtype}")
+
+
+def conv_input(value, name: str = "input") -> torch.Tensor:
+    """``value`` if it is a floating-point or complex tensor, what a convolution with a (real)
+    Gabor bank can take: an integer or boolean input would have the bank cast to its dtype."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not (value.dtype.is_floating_point or value.dtype.is_complex):
+        raise TypeError(f"{name} must be a floating-point or complex tensor, got dtype {value.dtype}")
+    return value
+
+
+def divisible_by_groups(channels: int, name: str, groups: int) -> None:
+    """Raise unless ``groups`` divides ``channels`` (``name``: ``"in_channels"`` or ``"out_channels"``)."""
+    if channels % groups:
+        raise ValueError(f"{name} ({channels}) must be divisible by groups ({groups})")
 
 
 def tensor(value, name: str, *, shapes: str | None = None, dims: Sequence[int] = ()) -> torch.Tensor:
@@ -97,11 +164,15 @@ def finite(value: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be finite, got NaN or inf entries")
 
 
-def as_param_tensors(values: dict, *, dtype=None, device=None) -> list[torch.Tensor]:
+def as_param_tensors(values: dict, *, dtype=None, device=None, bounds: dict[str, Lower] | None = None
+                     ) -> list[torch.Tensor]:
     """Turn numbers or tensors into floating tensors of one dtype and device (not broadcast).
 
     Tensors keep their autograd history. Integer or boolean tensors are refused rather than
-    silently cast, since a filter parameter is never meaningfully an integer.
+    silently cast, since a filter parameter is never meaningfully an integer. A finite Python number
+    that the dtype cannot hold is reported as given: one that overflows it (rounds to inf), or, for a
+    parameter with a bound in ``bounds``, one above the bound that rounds to a value that is not
+    (``sigma=1e-300`` in float32 rounds to 0, which is not > 0 there).
     """
     tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
     for name, v in values.items():
@@ -119,7 +190,30 @@ def as_param_tensors(values: dict, *, dtype=None, device=None) -> list[torch.Ten
         if len(devices) > 1:
             raise ValueError(f"parameters must be on one device, got {sorted(map(str, devices))}")
         device = devices.pop() if devices else None
+    if dtype != torch.float64 and not torch.compiler.is_compiling():  # a Python float is a float64
+        for name, v in values.items():
+            if not isinstance(v, torch.Tensor):
+                _representable(float(v), name, dtype, (bounds or {}).get(name))
     return [torch.as_tensor(v, dtype=dtype, device=device) for v in values.values()]
+
+
+def _representable(value: float, name: str, dtype: torch.dtype, bound: Lower | None) -> None:
+    """Raise if the finite number ``value`` (within ``bound``) becomes non-finite, or falls out of
+    ``bound``, when rounded to ``dtype``. Values already out of range are left to :func:`check_values`."""
+    if not math.isfinite(value) or (bound is not None and not _within(value, bound)):
+        return
+    rounded = torch.tensor(value, dtype=dtype).item()
+    if not math.isfinite(rounded):
+        raise ValueError(f"{name} = {value!r} overflows {dtype} (rounds to {rounded}); {name} must be finite "
+                         f"there: give a smaller value or parameters of a wider dtype (a float64 tensor)")
+    if bound is not None and not _within(rounded, bound):
+        how = "underflows" if rounded == 0 else "is rounded out of range in"
+        raise ValueError(f"{name} = {value!r} {how} {dtype} (rounds to {rounded}); {name} must be {bound} "
+                         f"there: give a larger value or parameters of a wider dtype (a float64 tensor)")
+
+
+def _within(value: float, bound: Lower) -> bool:
+    return value >= bound.value if bound.inclusive else value > bound.value
 
 
 def broadcast(values: dict) -> list[torch.Tensor]:
@@ -155,19 +249,22 @@ def param_values(values: dict, bounds: dict[str, Lower], shape) -> dict[str, tor
     and checked against ``bounds``; ``None`` entries are left out."""
     given = {k: v for k, v in values.items() if v is not None}
     tensors = dict(zip(given, as_param_tensors(given, dtype=torch.float64, device="cpu")))
+    check_values(tensors, bounds)  # before broadcasting: an empty shape would hide a bad value
     for name, t in tensors.items():
         try:
             tensors[name] = torch.broadcast_to(t.detach(), shape).clone()
         except RuntimeError:
             raise ValueError(f"{name} must be broadcastable to (out_channels, in_channels // groups) = "
                              f"{tuple(shape)}, got shape {tuple(t.shape)}") from None
-    check_values(tensors, bounds)
     return tensors
 
 
-def per_target(values, name: str, names: tuple[str, ...], bounds: dict[str, Lower], n: int) -> dict[str, torch.Tensor]:
+def per_target(values, name: str, names: tuple[str, ...], bounds: dict[str, Lower], n: int, *,
+               counts: str | None = None) -> dict[str, torch.Tensor]:
     """A dict of parameter values for ``n`` targets (fitting's ``fixed`` and ``init``): float64 CPU
-    tensors of shape ``(n,)``, from floats or tensors of one value or ``n`` values."""
+    tensors of shape ``(n,)``, from floats or tensors of one value or ``n`` values. ``counts`` says
+    how many values are allowed, in the message (default: one, or one per kernel)."""
+    counts = counts or f"be a scalar or have one value per kernel ({n})"
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -181,7 +278,7 @@ def per_target(values, name: str, names: tuple[str, ...], bounds: dict[str, Lowe
         t = as_param_tensors({label: value.detach() if isinstance(value, torch.Tensor) else value},
                              dtype=torch.float64, device="cpu")[0].reshape(-1)
         if t.numel() not in (1, n):
-            raise ValueError(f"{label} must be a scalar or have one value per kernel ({n}), got {t.numel()} values")
+            raise ValueError(f"{label} must {counts}, got {t.numel()} values")
         check_values({label: t}, {label: bounds[key]} if key in bounds else {})
         out[key] = t.expand(n)
     return out

@@ -75,10 +75,12 @@ def from_conv(cls, conv: nn.Module, *, amplitude: bool, learn, backend: str, see
     """``from_conv1d`` / ``from_conv2d``: the layer with ``conv``'s configuration, its filters fitted
     to ``conv.weight`` by the family's ``fit_slices``, its bias copied."""
     family = cls._family
+    amplitude = _checks.boolean(amplitude, "amplitude")
+    return_fit = _checks.boolean(return_fit, "return_fit")
     slices = _checked_slices(family, conv)
     out_c, in_per_group = conv.weight.shape[:2]
     n = len(slices)
-    nonzero = slices.square().flatten(1).sum(dim=1) > 0
+    nonzero = slices.flatten(1).abs().amax(dim=1) > 0  # (a square could underflow for a tiny slice)
     if not amplitude and not bool(nonzero.all()):
         o, i = divmod(int(torch.nonzero(~nonzero)[0]), in_per_group)
         raise ValueError(f"conv.weight[{o}, {i}] is all zeros ({int((~nonzero).sum())} of {n} slices are): with "
@@ -223,7 +225,9 @@ def replace_conv2d(model: nn.Module, which, *, fit: bool = False, allow_subclass
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    fit = bool(fit)  # TODO boolean
+    fit = _checks.boolean(fit, "fit")
+    allow_subclasses = _checks.boolean(allow_subclasses, "allow_subclasses")
+    return_fit = _checks.boolean(return_fit, "return_fit")
     convs = _conv2d_places(model)
     chosen = _chosen_names(which, convs)
     new_for, swapped, fits = {}, {}, {}

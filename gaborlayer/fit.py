@@ -497,10 +497,11 @@ def _check_size(kh: int, kw: int, name: str) -> None:
         raise ValueError(f"{name} must be at least 3 x 3 to identify a Gabor filter, got ({kh}, {kw})")
 
 
-def _check_fixed_init(fixed, init, n: int) -> tuple[dict, dict]:
-    """``fixed`` and ``init`` as float64 tensors ``(n,)`` by name (``n`` targets)."""
-    fixed_t = _checks.per_target(fixed, "fixed", GABOR_2D.names, _checks.BANK_BOUNDS, n)
-    init_t = _checks.per_target(init, "init", GABOR_2D.names, _checks.LAYER_BOUNDS, n)
+def _check_fixed_init(fixed, init, n: int, counts: str | None = None) -> tuple[dict, dict]:
+    """``fixed`` and ``init`` as float64 tensors ``(n,)`` by name (``n`` targets; ``counts``: how
+    many values each may have, in words, if not one or ``n``)."""
+    fixed_t = _checks.per_target(fixed, "fixed", GABOR_2D.names, _checks.BANK_BOUNDS, n, counts=counts)
+    init_t = _checks.per_target(init, "init", GABOR_2D.names, _checks.LAYER_BOUNDS, n, counts=counts)
     both = sorted(set(fixed_t) & set(init_t))
     if both:
         raise ValueError(f"parameters {both} are both fixed and given an init; a fixed value is its own init")
@@ -515,10 +516,37 @@ def _check_kernels(kernel) -> torch.Tensor:
     _check_size(kh, kw, "kernel")
     if n == 0:
         raise ValueError("kernel must hold at least one kernel, got N = 0")
-    norms = targets.square().sum(dim=(-2, -1))
-    if bool((norms == 0).any()):
-        raise ValueError(f"kernel must not be all zeros (kernel {int(torch.nonzero(norms == 0)[0])} is)")
+    zero = targets.abs().amax(dim=(-2, -1)) == 0  # not the squared norm: that underflows for tiny kernels
+    if bool(zero.any()):
+        raise ValueError(f"kernel must not be all zeros (kernel {int(torch.nonzero(zero)[0])} is)")
     return targets
+
+
+# -- scale: fits with a gain run on targets scaled by a power of two (exact, so a target of ordinary
+# scale fits bit for bit as before), so that any finite non-zero scale fits; the gain is scaled back.
+def _exponent(t: torch.Tensor) -> int:
+    """``e`` with ``max |t|`` in ``[2^(e-1), 2^e)`` (0 for an all-zero ``t``)."""
+    return int(torch.frexp(t.abs().amax())[1])
+
+
+def _ldexp(t, e: int):
+    """``t * 2^e`` (a tensor or a float), in two factors so that neither over- or underflows."""
+    return t * 2.0 ** (e // 2) * 2.0 ** (e - e // 2)
+
+
+def _check_unit_scale(targets: torch.Tensor) -> None:
+    """Without a gain the fitted filter peaks at 1, so the loss ``||K - T||^2 / ||T||^2`` must be
+    representable: raise for a target whose squared norm underflows float64 or overflows float32
+    (in which the search runs)."""
+    norms = targets.square().sum(dim=(-2, -1))
+    bad = (norms == 0) | (norms > torch.finfo(torch.float32).max)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        peak = targets[i].abs().max().item()
+        how = "small (its squared norm underflows float64)" if norms[i] == 0 else \
+            "large (its squared norm overflows float32, in which the search runs)"
+        raise ValueError(f"kernel {i} (max |entry| {peak:.3g}) is too {how} to fit a unit-peak Gabor filter "
+                         f"without a gain: use amplitude=True, which fits any finite non-zero scale")
 
 
 def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | None = None,
@@ -538,10 +566,12 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
             Floats or tensors of shape ``()`` or ``(N,)``; sigma > 0, lambd > 2, gamma > 0.
         fixed: known parameters held at the given values, e.g. every one but ``theta``. Values
             are floats or tensors of shape ``()`` or ``(N,)``; sigma, lambd, gamma > 0.
-        seed: offsets the coarse grid (the result does not depend on it either).
+        seed: a non-negative int; offsets the coarse grid (the result does not depend on it either).
         amplitude: also fit a gain ``A >= 0``, minimising ``||A K - T||^2 / ||T||^2`` (``A`` is
             solved in closed form for every candidate, so the search is no harder). Use it for
-            targets of arbitrary scale, such as a trained convolution's weights.
+            targets of arbitrary scale, such as a trained convolution's weights: any finite
+            non-zero scale fits (the target is scaled by a power of two for the fit, and ``A``
+            back). Without it the target's squared norm must be representable (in float32).
 
     Returns:
         :class:`GaborFit` with parameters of shape ``()`` (or ``(N,)`` for a batch), ``theta``
@@ -563,20 +593,30 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
     t0 = time.perf_counter()
     targets = _check_kernels(kernel)
     fixed_t, init_t = _check_fixed_init(fixed, init, targets.shape[0])
+    seed = _checks.nonnegative_int(seed, "seed")
+    amplitude = _checks.boolean(amplitude, "amplitude")
     return _fit_targets(targets, fixed_t, init_t, seed, amplitude, kernel.dim() == 3, t0)
 
 
 def _fit_targets(targets: torch.Tensor, fixed_t: dict, init_t: dict, seed: int, amplitude: bool, batched: bool,
                  t0: float) -> GaborFit:
-    """Fit every target of ``(N, kh, kw)`` (float64, checked) with per-target ``(N,)`` fixed/init values."""
+    """Fit every target of ``(N, kh, kw)`` (float64, checked) with per-target ``(N,)`` fixed/init values.
+    With ``amplitude`` each target is fitted scaled by a power of two (its peak in ``[1/2, 1)``) and
+    its gain scaled back: the fit is scale-invariant, and exact scaling leaves it bit for bit the same."""
     n, kh, kw = targets.shape
+    if not amplitude:
+        _check_unit_scale(targets)
+    exponents = [_exponent(t) if amplitude else 0 for t in targets]
+    targets = torch.stack([_ldexp(t, -e) for t, e in zip(targets, exponents)])
     norms = targets.square().sum(dim=(-2, -1))
     results = []
     with _single_threaded_blas():
         for i in range(n):
             objective = _Quadratic(targets[i].reshape(-1), float(norms[i]), None, (kh, kw), amplitude)
-            results.append(_fit_one(targets[i], objective, {k: v[i].item() for k, v in fixed_t.items()},
-                                    {k: v[i].item() for k, v in init_t.items()}, seed, n_keep=4))
+            result = _fit_one(targets[i], objective, {k: v[i].item() for k, v in fixed_t.items()},
+                              {k: v[i].item() for k, v in init_t.items()}, seed, n_keep=4)
+            result.gain = _ldexp(result.gain, exponents[i])
+            results.append(result)
     return _package(results, (kh, kw), batched, time.perf_counter() - t0)
 
 
@@ -590,6 +630,8 @@ def _fit_kernel1d(kernels: torch.Tensor, *, amplitude: bool, seed: int = 0) -> G
     and ``psi`` are the 1-D parameters; its ``theta`` is 0 and its ``gamma`` 1.
     """
     t0 = time.perf_counter()
+    seed = _checks.nonnegative_int(seed, "seed")
+    amplitude = _checks.boolean(amplitude, "amplitude")
     n = kernels.shape[0]
     fixed_t = {"theta": torch.zeros(n, dtype=_DTYPE), "gamma": torch.ones(n, dtype=_DTYPE)}
     return _fit_targets(kernels.to(_DTYPE)[:, None, :], fixed_t, {}, seed, amplitude, True, t0)
@@ -622,6 +664,8 @@ def _check_response(x, y, kernel_size, padding) -> tuple[tuple[int, int], tuple[
             raise ValueError(f"{name} must have shape (B, 1, H, W), got {tuple(t.shape)}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same batch size, got {x.shape[0]} and {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError("x and y must hold at least one image, got B = 0")
     pads = _pads(padding, kh, kw)
     h, w = x.shape[-2] + pads[2] + pads[3] - kh + 1, x.shape[-1] + pads[0] + pads[1] - kw + 1
     if h < 1 or w < 1:
@@ -655,7 +699,8 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
             ``kernel_size`` and ``padding`` (stride 1, dilation 1).
         kernel_size: ``int`` or ``(kh, kw)``, each ``>= 3``.
         padding: ``"same"``, ``"valid"``, or non-negative ``int`` / ``(ph, pw)``, as ``F.conv2d``.
-        init, fixed, seed, amplitude: as in :func:`fit_kernel` (scalars only).
+        init, fixed, seed, amplitude: as in :func:`fit_kernel` (one value each: there is one
+            target). With ``amplitude`` any finite non-zero scales of ``x`` and ``y`` fit.
 
     Returns:
         :class:`GaborFit`; ``loss`` is ``||conv(x, K) - y||^2 / ||y||^2``.
@@ -673,10 +718,22 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
     """
     t0 = time.perf_counter()
     (kh, kw), pads = _check_response(x, y, kernel_size, padding)
-    fixed_t, init_t = _check_fixed_init(fixed, init, 1)
-    gram, rhs, y_sq = _normal_equations(x.detach().to("cpu", _DTYPE), y.detach().to("cpu", _DTYPE), kh, kw, pads)
-    if y_sq == 0:
+    fixed_t, init_t = _check_fixed_init(fixed, init, 1, counts="be a single value (fit_response fits one filter)")
+    seed = _checks.nonnegative_int(seed, "seed")
+    amplitude = _checks.boolean(amplitude, "amplitude")
+    x, y = x.detach().to("cpu", _DTYPE), y.detach().to("cpu", _DTYPE)
+    if not bool(y.any()):
         raise ValueError("y must not be all zeros")
+    # Scaled by powers of two (exactly): with a gain x and y each to a peak in [1/2, 1), the gain scaled
+    # back; without one both by the same factor, which leaves the problem as it is.
+    ex, ey = _exponent(x), _exponent(y)
+    if not amplitude:
+        ex = ey = max(ex, ey)
+    gram, rhs, y_sq = _normal_equations(_ldexp(x, -ex), _ldexp(y, -ey), kh, kw, pads)
+    if not (y_sq > 0 and bool(torch.isfinite(gram).all())):  # without a gain only: y far below x
+        raise ValueError(f"y (max |entry| {y.abs().max().item():.3g}) is too small next to x (max |entry| "
+                         f"{x.abs().max().item():.3g}) to fit a unit-peak Gabor filter without a gain: use "
+                         f"amplitude=True, which fits any finite non-zero scales")
     ridge = 1e-8 * float(torch.diagonal(gram).mean()) + 1e-300
     estimate = torch.linalg.solve(gram + ridge * torch.eye(kh * kw, dtype=_DTYPE), rhs).reshape(kh, kw)
     kernel_loss = _Quadratic(estimate.reshape(-1), float(estimate.square().sum()) or 1.0, None, (kh, kw), amplitude)
@@ -684,4 +741,5 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
     with _single_threaded_blas():
         result = _fit_one(estimate, kernel_loss, {k: v[0].item() for k, v in fixed_t.items()},
                           {k: v[0].item() for k, v in init_t.items()}, seed, n_keep=4, polish=response_loss)
+    result.gain = _ldexp(result.gain, ey - ex)
     return _package([result], (kh, kw), False, time.perf_counter() - t0)

@@ -69,9 +69,17 @@ def resolve_backend(backend: str, device: torch.device | None = None, *, dims: i
 def _bank(family: GaborFamily, params: dict, size: tuple[int, ...], *, zero_mean: bool = False,
           backend: str = "auto") -> torch.Tensor:
     """Bank ``(*S, *size)`` of ``family`` from ``params``, a dict of its parameter names to
-    tensors of one shape ``S``, with no input checks."""
+    tensors of one shape ``S``, with no input checks.
+
+    Half-precision parameters give a half-precision bank built in float32 and rounded once (as the
+    layers build theirs): half precision cannot hold the phase ``2 pi x' / lambd`` (one bfloat16
+    ulp at 20 rad is 0.06 rad), so a bank computed in it is off by far more than its rounding."""
     flat = {name: params[name].reshape(-1) for name in family.names}
     first = flat[family.names[0]]
+    dtype = first.dtype
+    compute = torch.promote_types(dtype, torch.float32)
+    if compute != dtype:
+        flat = {name: p.to(compute) for name, p in flat.items()}  # differentiable; cast back below
     resolved = resolve_backend(backend, first.device, dims=family.dims)
     if resolved == "reference":
         build = family.reference
@@ -90,13 +98,14 @@ def _bank(family: GaborFamily, params: dict, size: tuple[int, ...], *, zero_mean
         tiny = torch.finfo(bank.dtype).tiny
         beta = bank.sum(dim=axes, keepdim=True) / envelope.sum(dim=axes, keepdim=True).clamp_min(tiny)
         bank = bank - beta * envelope
-    return bank.reshape(*params[family.names[0]].shape, *size)
+    return bank.to(dtype).reshape(*params[family.names[0]].shape, *size)
 
 
 def _checked_params(family: GaborFamily, args) -> dict[str, torch.Tensor]:
     """The parameters (``args`` in ``family.names`` order) as tensors of one dtype and device,
     checked and broadcast to one shape, by name."""
-    values = dict(zip(family.names, _checks.as_param_tensors(dict(zip(family.names, args)))))
+    values = dict(zip(family.names, _checks.as_param_tensors(dict(zip(family.names, args)),
+                                                              bounds=_checks.BANK_BOUNDS)))
     _checks.check_values(values, _checks.BANK_BOUNDS)
     return dict(zip(family.names, _checks.broadcast(values)))
 
@@ -129,18 +138,26 @@ def _quadrature_params(params: dict[str, torch.Tensor], groups: int = 1) -> dict
 
 
 def _combine(paired: torch.Tensor, output: str, bias: torch.Tensor | None, dims: int = 2,
-             groups: int = 1) -> torch.Tensor:
+             groups: int = 1, complex_input: bool = False) -> torch.Tensor:
     """From the output of the convolution with :func:`_pair_bias`'s bias (for the pair modes
     ``(..., 2 C, *spatial)`` in :func:`_pairs`'s channel order, ``dims`` spatial axes) to the
-    requested output; ``bias`` is the layer's own, added here only to the magnitude."""
+    requested output; ``bias`` is the layer's own, added here only to the magnitude.
+    ``complex_input`` is passed by the caller (not read from ``paired``), so that a traced
+    ``paired`` (``torch.fx``) meets no data-dependent branch."""
     if output in ("real", "quadrature"):
         return paired
     axis = paired.dim() - dims - 1
     pairs = paired.unflatten(axis, (groups, 2, -1))  # (..., groups, even | odd, C // groups, *spatial)
     if output == "magnitude":
-        magnitude = QuadratureMagnitude.apply(pairs, axis + 1).flatten(axis, axis + 1)
+        if complex_input:  # complex input: |even + i odd| (its gradient at 0 is 0, never NaN)
+            even, odd = pairs.unbind(axis + 1)
+            magnitude = (even + 1j * odd).abs().flatten(axis, axis + 1)
+        else:
+            magnitude = QuadratureMagnitude.apply(pairs, axis + 1).flatten(axis, axis + 1)
         return magnitude if bias is None else magnitude + bias.to(magnitude.dtype).reshape(-1, *(1,) * dims)
     even, odd = (pairs.select(axis + 1, i).flatten(axis, axis + 1) for i in (0, 1))
+    if complex_input:  # the complex filter's response, by linearity
+        return even + 1j * odd
     if even.dtype not in (torch.float32, torch.float64):  # no complex half: compute in float32
         even, odd = even.float(), odd.float()
     return torch.complex(even, odd)
@@ -151,7 +168,9 @@ def _gabor_conv(family: GaborFamily, input, params, kernel_size, bias, stride, p
     """:func:`gabor_conv1d` / :func:`gabor_conv2d` / :func:`gabor_conv3d`: ``params`` are the raw
     filter parameters in ``family.names`` order. The pair modes build the even and the odd filters in
     one bank of ``2 C_out`` filters (:func:`_pairs`'s order) and run one convolution."""
+    _checks.conv_input(input, "input")
     _checks.one_of(output, "output", OUTPUTS)
+    zero_mean = _checks.boolean(zero_mean, "zero_mean")
     dims = family.dims
     size = _checks.ints(kernel_size, "kernel_size", dims)
     params = _checked_params(family, params)
@@ -160,7 +179,10 @@ def _gabor_conv(family: GaborFamily, input, params, kernel_size, bias, stride, p
         raise ValueError(f"parameters must broadcast to (C_out, C_in // groups), got shape {given}")
     c_out = given[0]
     groups = _checks.positive_int(groups, "groups")
+    if output == "real":  # (the pair outputs say it below)
+        _checks.divisible_by_groups(c_out, "out_channels", groups)
     if input.dim() in (dims + 1, dims + 2):  # else F.convNd says what it expects
+        _checks.divisible_by_groups(input.shape[-(dims + 1)], "in_channels", groups)
         shape = (c_out, input.shape[-(dims + 1)] // groups)
         try:  # e.g. (C_out, 1) for every input channel, as the layers' init values broadcast
             params = {name: torch.broadcast_to(p, shape) for name, p in params.items()}
@@ -174,9 +196,11 @@ def _gabor_conv(family: GaborFamily, input, params, kernel_size, bias, stride, p
         params = _quadrature_params(params, groups)  # (groups, 2, C_out // groups, C_in // groups)
     weight = _bank(family, params, size, zero_mean=zero_mean, backend=backend)
     weight = weight.reshape(-1, params["psi"].shape[-1], *size)
-    y = family.conv(input, weight.to(input.dtype), _pair_bias(bias, output, groups), stride, padding, dilation,
-                    groups)
-    return _combine(y, output, bias, dims, groups)
+    conv_bias = _pair_bias(bias, output, groups)
+    if conv_bias is not None and input.is_complex():  # a real bias on the real part
+        conv_bias = conv_bias.to(input.dtype)
+    y = family.conv(input, weight.to(input.dtype), conv_bias, stride, padding, dilation, groups)
+    return _combine(y, output, bias, dims, groups, complex_input=input.is_complex())
 
 
 def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False,
@@ -217,6 +241,7 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
     """
     size = _checks.ints(size, "size", 2)
     params = _checked_params(GABOR_2D, (theta, sigma, lambd, gamma, psi))
+    zero_mean = _checks.boolean(zero_mean, "zero_mean")
     return _bank(GABOR_2D, params, size, zero_mean=zero_mean, backend=backend)
 
 
@@ -226,7 +251,10 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
     """Convolve ``input`` with the Gabor bank of the given parameters (``F.conv2d`` semantics).
 
     Args:
-        input: ``(B, C_in, H, W)`` or ``(C_in, H, W)``.
+        input: ``(B, C_in, H, W)`` or ``(C_in, H, W)``, floating point or complex (a complex
+            input gives, by linearity, the responses to its real part plus ``1j`` times those to
+            its imaginary part: for ``"complex"`` the complex filter's response ``even + 1j odd``,
+            for ``"magnitude"`` its modulus).
         theta, sigma, lambd, gamma, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
         kernel_size: ``int`` or ``(kh, kw)``.
         bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv2d`.
@@ -288,6 +316,7 @@ def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend:
     """
     size = _checks.ints(size, "size", 1)
     params = _checked_params(GABOR_1D, (sigma, lambd, psi))
+    zero_mean = _checks.boolean(zero_mean, "zero_mean")
     return _bank(GABOR_1D, params, size, zero_mean=zero_mean, backend=backend)
 
 
@@ -330,6 +359,7 @@ def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: boo
     """
     size = _checks.ints(size, "size", 3)
     params = _checked_params(GABOR_3D, (theta, phi, sigma, lambd, gamma, psi))
+    zero_mean = _checks.boolean(zero_mean, "zero_mean")
     return _bank(GABOR_3D, params, size, zero_mean=zero_mean, backend=backend)
 
 
@@ -338,7 +368,7 @@ def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, pad
     """Convolve ``input`` with the 1-D Gabor bank of the given parameters (``F.conv1d`` semantics).
 
     Args:
-        input: ``(B, C_in, L)`` or ``(C_in, L)``.
+        input: ``(B, C_in, L)`` or ``(C_in, L)``, floating point or complex (as in :func:`gabor_conv2d`).
         sigma, lambd, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
         kernel_size: ``int`` or ``(k,)``.
         bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv1d`.
@@ -369,7 +399,8 @@ def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=
     """Convolve ``input`` with the 3-D Gabor bank of the given parameters (``F.conv3d`` semantics).
 
     Args:
-        input: ``(B, C_in, D, H, W)`` or ``(C_in, D, H, W)``.
+        input: ``(B, C_in, D, H, W)`` or ``(C_in, D, H, W)``, floating point or complex (as in
+            :func:`gabor_conv2d`).
         theta, phi, sigma, lambd, gamma, psi: shape ``(C_out, C_in // groups)`` (or broadcastable).
         kernel_size: ``int`` or ``(kd, kh, kw)``.
         bias, stride, padding, dilation, groups: as in :func:`torch.nn.functional.conv3d`.
@@ -402,8 +433,9 @@ def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Te
 
     Args:
         theta, sigma, gamma: tensors (or floats) of broadcastable shapes ``S``; ``theta=None``
-            takes the worst orientation (the long semi-axis in both directions).
-        n_sigma: the contour, in envelope widths.
+            takes the worst orientation (the long semi-axis in both directions). theta finite,
+            sigma > 0, gamma > 0.
+        n_sigma: the contour, in envelope widths (finite, > 0).
 
     Returns:
         ``(half_h, half_w)``, each of shape ``S``.
@@ -412,7 +444,19 @@ def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Te
         >>> envelope_extent(0.0, 2.0, 0.5)
         (tensor(12.), tensor(6.))
     """
-    return half_extents2d(theta, torch.as_tensor(sigma), torch.as_tensor(gamma), n_sigma)
+    return half_extents2d(*_checked_extent_args(theta, sigma, gamma, n_sigma))
+
+
+def _checked_extent_args(theta, sigma, gamma, n_sigma) -> tuple:
+    """``(theta or None, sigma, gamma, n_sigma)``: the parameters as tensors of one dtype, checked
+    and broadcast, and ``n_sigma`` as a float."""
+    given = {"theta": theta, "sigma": sigma, "gamma": gamma}
+    if theta is None:
+        del given["theta"]
+    values = dict(zip(given, _checks.as_param_tensors(given, bounds=_checks.BANK_BOUNDS)))
+    _checks.check_values(values, _checks.BANK_BOUNDS)
+    values = dict(zip(values, _checks.broadcast(values)))
+    return values.get("theta"), values["sigma"], values["gamma"], _checks.positive_real(n_sigma, "n_sigma")
 
 
 def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int, int]:
@@ -432,7 +476,10 @@ def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int,
         >>> suggest_kernel_size(0.0, 2.0, 0.5), suggest_kernel_size(None, 2.0, 1.0)
         ((25, 13), (13, 13))
     """
-    return odd_sizes_holding(envelope_extent(theta, sigma, gamma, n_sigma))
+    theta, sigma, gamma, n_sigma = _checked_extent_args(theta, sigma, gamma, n_sigma)
+    if sigma.numel() == 0:
+        raise ValueError(f"suggest_kernel_size needs at least one filter, got shape {tuple(sigma.shape)}")
+    return odd_sizes_holding(half_extents2d(theta, sigma, gamma, n_sigma))
 
 
 def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ every weight trains freely.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -117,10 +118,12 @@ def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=No
             of :func:`classic_bank2d` (as ``GaborConv2d`` does). Ranges:
             sigma > 0, gamma > 0, lambd > 2.
         zero_mean: remove each kernel's DC response (see :func:`~gaborlayer.gabor_kernel2d`).
-        gain: a factor on every filter (each peaks at ``gain``), like ``torch.nn.init``'s ``gain``.
+        gain: a factor on every filter (each peaks at ``gain``), like ``torch.nn.init``'s ``gain``;
+            finite.
 
     Returns:
-        ``tensor``, filled.
+        ``tensor``, filled. A tensor with no elements is returned unchanged, with a warning, as
+        ``torch.nn.init`` does (its arguments are still checked).
 
     Example:
         >>> conv = torch.nn.Conv2d(3, 16, 7, padding=3)
@@ -136,7 +139,8 @@ def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=No
                          f"got shape {tuple(tensor.shape)}")
     if not tensor.dtype.is_floating_point:
         raise TypeError(f"tensor must be floating point, got dtype {tensor.dtype}")
-    gain = _checks.real(gain, "gain")
+    gain = _checks.finite_real(gain, "gain")
+    zero_mean = _checks.boolean(zero_mean, "zero_mean")
     out_c, in_per_group, kh, kw = tensor.shape
     shape = (out_c, in_per_group)
     from ._family import GABOR_2D  # here: the family spec imports this module's classic banks
@@ -144,6 +148,9 @@ def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=No
 
     given = _checks.param_values(dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi),
                                  _checks.LAYER_BOUNDS, shape)
+    if tensor.numel() == 0:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)  # as torch.nn.init says
+        return tensor
     values = {**classic_bank2d(out_c, in_per_group, (kh, kw), dtype=torch.float64), **given}
     # Built in float32 at least and rounded, as GaborConv2d builds its bank (its .weight is the same).
     compute = torch.promote_types(tensor.dtype, torch.float32)

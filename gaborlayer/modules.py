@@ -117,7 +117,7 @@ class _GaborConvNd(nn.Module):
         _checks.floating_dtype(dtype)
         resolve_backend(backend, dims=family.dims)
         self.backend = backend
-        self.zero_mean = bool(zero_mean)
+        self.zero_mean = _checks.boolean(zero_mean, "zero_mean")
         self.output = _checks.one_of(output, "output", OUTPUTS)
         if isinstance(amplitude, bool):
             amplitude = 1.0 if amplitude else None
@@ -127,6 +127,7 @@ class _GaborConvNd(nn.Module):
         self._init_values = _checks.param_values({**init, "amplitude": amplitude}, _checks.LAYER_BOUNDS, shape)
         dtype = dtype if dtype is not None else torch.get_default_dtype()
         _storage.register(self, self._names(), self.learn, shape, device=device, dtype=dtype)
+        bias = _checks.boolean(bias, "bias")
         self.bias = nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype)) if bias else None
         self._cache = BankCache()
         self._write_guard = WriteGuard()

@@ -8,10 +8,9 @@ filters barely change: ``docs/movement.md`` measures it and the effect of :func:
 """
 from __future__ import annotations
 
-import numbers
-
 import torch.nn as nn
 
+from . import _checks
 from .modules import _GaborConvNd
 
 #: The default factor on the learning rate of the Gabor parameters; see ``docs/movement.md``.
@@ -28,8 +27,8 @@ def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, 
 
     Args:
         model: any ``nn.Module``.
-        lr: the learning rate of the ordinary parameters.
-        scale: the factor on the Gabor parameters' learning rate (> 0).
+        lr: the learning rate of the ordinary parameters (finite, > 0).
+        scale: the factor on the Gabor parameters' learning rate (finite, > 0).
         **group_options: added to both groups (e.g. ``weight_decay=0.0``).
 
     Returns:
@@ -47,9 +46,8 @@ def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    for name, value in (("lr", lr), ("scale", scale)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    lr = _checks.positive_real(lr, "lr")
+    scale = _checks.positive_real(scale, "scale")
     gabor_ids = set()
     for module in model.modules():
         if isinstance(module, _GaborConvNd):

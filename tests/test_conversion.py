@@ -265,3 +265,14 @@ def test_replace_the_model_itself_is_refused():
         replace_conv2d(nn.Conv2d(1, 1, 3), "")
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         replace_conv2d("net", "stem")
+
+
+def test_from_conv2d_of_a_tiny_conv_keeps_every_slice():
+    # The zero-slice test squared the weights, which underflows for a tiny (not zero) slice: such a
+    # conv came back with amplitude 0 everywhere.
+    conv, _ = gabor_conv(1, 2, 5, seed=3)
+    with torch.no_grad():
+        conv.weight.mul_(1e-200)
+    gabor = GaborConv2d.from_conv2d(conv)
+    assert bool((gabor.amplitude > 0).all())
+    torch.testing.assert_close(gabor.weight / 1e-200, conv.weight / 1e-200, rtol=0, atol=1e-6)
