@@ -16,9 +16,9 @@ from . import _checks
 from ._family import GABOR_2D
 from .fit import GaborFit
 from .functional import _pair_bias
-from .modules import GaborConv2d
+from .modules import GaborConv1d, GaborConv2d, GaborConv3d
 
-__all__ = ["GaborFitWarning", "replace_conv2d"]
+__all__ = ["FUSER_METHODS", "GaborFitWarning", "fuse_conv_bn", "replace_conv2d"]
 
 
 def conv_arguments(conv: nn.Module) -> dict:
@@ -125,6 +125,29 @@ def _slice_report(values: dict, nonzero: torch.Tensor, fit: GaborFit | None, sli
     return GaborFit(*(values[k] for k in (*GABOR_2D.names, "loss")), size=(1,) * (2 - len(size)) + size,
                     amplitude=values["amplitude"] if amplitude else torch.ones(len(slices), dtype=torch.float64),
                     history=history, starts=starts, seconds=fit.seconds if fit is not None else 0.0)
+
+
+def fuse_conv_bn(is_qat: bool, conv, bn) -> nn.Module:
+    """A Gabor layer and the batch norm after it, fused into one plain ``nn.ConvNd`` (eval mode):
+    the fuser method of :data:`FUSER_METHODS` for ``torch.ao.quantization.fuse_modules``.
+
+    Example:
+        >>> model = nn.Sequential(GaborConv2d(3, 8, 5), nn.BatchNorm2d(8)).eval()
+        >>> fused = torch.ao.quantization.fuse_modules(
+        ...     model, [["0", "1"]], fuse_custom_config_dict={"additional_fuser_method_mapping": FUSER_METHODS})
+        >>> type(fused[0]).__name__, type(fused[1]).__name__
+        ('Conv2d', 'Identity')
+    """
+    if is_qat or conv.training or bn.training:
+        raise NotImplementedError(f"fusing a {type(conv).__name__} with batch norm needs both in eval mode "
+                                  f"(no quantization-aware training): fuse_modules(model.eval(), ...)")
+    return torch.nn.utils.fuse_conv_bn_eval(to_conv(conv), bn)
+
+
+#: ``torch.ao.quantization.fuse_modules(model, [[conv, bn]], fuse_custom_config_dict=
+#: {"additional_fuser_method_mapping": FUSER_METHODS})`` fuses Gabor layers with their batch norms.
+FUSER_METHODS = {(GaborConv1d, nn.BatchNorm1d): fuse_conv_bn, (GaborConv2d, nn.BatchNorm2d): fuse_conv_bn,
+                 (GaborConv3d, nn.BatchNorm3d): fuse_conv_bn}
 
 
 class GaborFitWarning(UserWarning):

@@ -16,7 +16,7 @@ import torch.nn.utils.prune
 
 import gaborlayer
 from gaborlayer import GaborConv1d, GaborConv2d, GaborTruncationWarning, replace_conv2d
-from gaborlayer.convert import GaborFitWarning
+from gaborlayer.convert import FUSER_METHODS, GaborFitWarning
 
 X = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
 
@@ -266,12 +266,20 @@ def test_pruning_says_what_to_do_instead():
     assert float((pruned.weight == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
 
 
-def test_fuse_modules_names_the_gabor_layer():
-    # torch.ao's fuse_modules has no hook for other module types; its error names ours (documented
-    # in docs/dropin.md with the to_conv2d recipe).
-    model = nn.Sequential(GaborConv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+def test_fuse_modules_with_the_fuser_methods():
+    torch.manual_seed(2)
+    model = nn.Sequential(GaborConv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    model[1].running_var.uniform_(0.5, 2)
+    # torch.ao's default mapping knows only its own types; its error names ours (docs/dropin.md)
     with pytest.raises((AssertionError, NotImplementedError), match="GaborConv2d"):
         torch.ao.quantization.fuse_modules(model, [["0", "1"]])
+    config = {"additional_fuser_method_mapping": FUSER_METHODS}
+    fused = torch.ao.quantization.fuse_modules(model, [["0", "1"]], fuse_custom_config_dict=config)
+    assert type(fused[0]) is nn.Conv2d
+    with torch.no_grad():
+        torch.testing.assert_close(fused(X), model(X), rtol=1e-5, atol=1e-5)
+    with pytest.raises(NotImplementedError, match="needs both in eval mode"):
+        torch.ao.quantization.fuse_modules(model.train(), [["0", "1"]], fuse_custom_config_dict=config)
 
 
 def test_public_names():
