@@ -131,7 +131,7 @@ def fuse_conv_bn(is_qat: bool, conv, bn) -> nn.Module:
     """A Gabor layer and the batch norm after it, fused into one plain ``nn.ConvNd`` (eval mode):
     the fuser method of :data:`FUSER_METHODS` for ``torch.ao.quantization.fuse_modules``.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(GaborConv2d(3, 8, 5), nn.BatchNorm2d(8)).eval()
         >>> fused = torch.ao.quantization.fuse_modules(
         ...     model, [["0", "1"]], fuse_custom_config_dict={"additional_fuser_method_mapping": FUSER_METHODS})
@@ -239,7 +239,7 @@ def replace_conv2d(model: nn.Module, which, *, fit: bool = False, allow_subclass
         dict mapping each swapped name to its new GaborConv2d (also reachable in ``model``); with
         ``return_fit``, ``(swapped, fits)``.
 
-    Example:
+    Examples:
         >>> conv = nn.Conv2d(8, 8, 3)
         >>> model = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), conv, nn.ReLU(), conv)
         >>> swapped = replace_conv2d(model, ["0", "2"])

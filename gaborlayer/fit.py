@@ -579,7 +579,7 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         ``[2, 8 max(kh, kw)]`` pixels. ``1 - loss`` is the fraction of each target's energy
         that the fitted filter explains.
 
-    Example:
+    Examples:
         >>> import math, torch
         >>> from gaborlayer import gabor_kernel2d, fit_kernel
         >>> target = gabor_kernel2d(math.pi / 4, 3.0, 6.0, 0.8, 0.0, 15)
@@ -705,7 +705,7 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same
     Returns:
         :class:`GaborFit`; ``loss`` is ``||conv(x, K) - y||^2 / ||y||^2``.
 
-    Example:
+    Examples:
         >>> import math, torch, torch.nn.functional as F
         >>> from gaborlayer import gabor_kernel2d, fit_response
         >>> x = torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(0))

@@ -42,7 +42,7 @@ def resolve_backend(backend: str, device: torch.device | None = None, *, dims: i
     For 1-D and 3-D banks (``dims=1`` or ``3``) there is no Triton kernel: ``"auto"`` is
     ``"torch"`` on every device and ``"triton"`` raises ``RuntimeError`` saying so.
 
-    Example:
+    Examples:
         >>> resolve_backend("auto", torch.device("cpu")), resolve_backend("reference", dims=3)
         ('torch', 'reference')
     """
@@ -230,7 +230,7 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
     Returns:
         Tensor of shape ``(*S, kh, kw)`` with the parameters' (promoted) dtype and device.
 
-    Example:
+    Examples:
         >>> import math, torch
         >>> theta = torch.linspace(0, math.pi, 4, requires_grad=True)
         >>> bank = gabor_kernel2d(theta, 2.0, 5.0, 0.5, 0.0, 7)
@@ -273,7 +273,7 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
         ``(B, C_out, H_out, W_out)``, as ``F.conv2d(input, bank, ...)``; ``2 C_out`` channels
         for ``"quadrature"``.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 3, 16, 16)
         >>> theta = torch.zeros(8, 3)
         >>> gabor_conv2d(x, theta, 2.0, 4.0, 1.0, 0.0, 5, padding="same").shape
@@ -306,7 +306,7 @@ def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend:
     Returns:
         Tensor of shape ``(*S, k)`` with the parameters' (promoted) dtype and device.
 
-    Example:
+    Examples:
         >>> lambd = torch.tensor([4.0, 8.0, 16.0], requires_grad=True)
         >>> bank = gabor_kernel1d(2.0 * lambd, lambd, 0.0, 51)
         >>> bank.shape
@@ -349,7 +349,7 @@ def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: boo
     Returns:
         Tensor of shape ``(*S, kd, kh, kw)`` with the parameters' (promoted) dtype and device.
 
-    Example:
+    Examples:
         >>> phi = torch.tensor([0.0, 0.5, 1.2], requires_grad=True)
         >>> bank = gabor_kernel3d(0.3, phi, 2.0, 5.0, 0.5, 0.0, 7)
         >>> bank.shape
@@ -382,7 +382,7 @@ def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, pad
         ``(B, C_out, L_out)``, as ``F.conv1d(input, bank, ...)``; ``2 C_out`` channels for
         ``"quadrature"``.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 1, 100)
         >>> gabor_conv1d(x, torch.full((4, 1), 3.0), 6.0, 0.0, 15, padding="same").shape
         torch.Size([2, 4, 100])
@@ -414,7 +414,7 @@ def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=
         ``(B, C_out, D_out, H_out, W_out)``, as ``F.conv3d(input, bank, ...)``; ``2 C_out``
         channels for ``"quadrature"``.
 
-    Example:
+    Examples:
         >>> x = torch.randn(1, 2, 8, 8, 8)
         >>> gabor_conv3d(x, torch.zeros(4, 2), 0.0, 1.5, 4.0, 1.0, 0.0, 5, padding="same").shape
         torch.Size([1, 4, 8, 8, 8])
@@ -440,7 +440,7 @@ def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Te
     Returns:
         ``(half_h, half_w)``, each of shape ``S``.
 
-    Example:
+    Examples:
         >>> envelope_extent(0.0, 2.0, 0.5)
         (tensor(12.), tensor(6.))
     """
@@ -472,7 +472,7 @@ def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int,
     Returns:
         ``(kh, kw)``, odd ints.
 
-    Example:
+    Examples:
         >>> suggest_kernel_size(0.0, 2.0, 0.5), suggest_kernel_size(None, 2.0, 1.0)
         ((25, 13), (13, 13))
     """
@@ -498,7 +498,7 @@ def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         ``(theta, psi)`` broadcast to one shape.
 
-    Example:
+    Examples:
         >>> t, p = canonicalize(torch.tensor(-math.pi / 4), torch.tensor(0.5))
         >>> round(t.item(), 4), round(p.item(), 4)
         (2.3562, -0.5)

@@ -125,7 +125,7 @@ def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=No
         ``tensor``, filled. A tensor with no elements is returned unchanged, with a warning, as
         ``torch.nn.init`` does (its arguments are still checked).
 
-    Example:
+    Examples:
         >>> conv = torch.nn.Conv2d(3, 16, 7, padding=3)
         >>> _ = gabor_(conv.weight)
         >>> from gaborlayer import GaborConv2d

@@ -217,7 +217,7 @@ class _GaborConvNd(nn.Module):
                            f"to_conv{self._family.dims}d()")
 
     def train(self, mode: bool = True):
-        self._cache.clear()  # frees the bank, and refreshes it after writes no version counter saw
+        self._cache.clear()  # frees the bank
         self.check_extent()  # model.train() / model.eval() mark epochs: a cheap moment to look
         return super().train(mode)
 
@@ -330,11 +330,9 @@ class GaborConv2d(_GaborConvNd):
     ``lambd = 2 + exp(log_lambd_excess) > 2`` pixels (Nyquist); theta and psi are free.
 
     In eval mode, when no gradient is needed, the bank is built once and cached; the cache is
-    keyed on the parameters' version counters and storages, so an optimiser step,
-    ``load_state_dict``, ``.to()`` or ``param.data = ...`` rebuilds it. Writes that bypass the
-    version counter (in place through ``param.data``) are not seen: write under
-    ``torch.no_grad()`` instead, or call ``.train()``/``.eval()``, which drop the cache.
-    Half-precision parameters (``.half()``, ``.bfloat16()``) build the bank in float32 and round
+    kept while the parameters' values equal those it was built from, so any change (an optimiser
+    step, fused ones included, ``load_state_dict``, ``.to()``, a write through ``param.data``)
+    rebuilds it. ``.weight`` is read-only (see :attr:`weight`). Half-precision parameters (``.half()``, ``.bfloat16()``) build the bank in float32 and round
     it, so only the convolution runs in half precision, as with ``nn.Conv2d.half()``.
 
     Args:
@@ -361,7 +359,7 @@ class GaborConv2d(_GaborConvNd):
         - Input: ``(B, C_in, H, W)`` or ``(C_in, H, W)``
         - Output: ``(B, C_out, H_out, W_out)`` or ``(C_out, H_out, W_out)``, as ``nn.Conv2d``.
 
-    Example:
+    Examples:
         >>> conv = GaborConv2d(3, 16, 7, padding=3)
         >>> conv(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 16, 32, 32])
@@ -415,7 +413,7 @@ class GaborConv2d(_GaborConvNd):
         Returns:
             the GaborConv2d, on ``conv``'s device and dtype; with ``return_fit``, ``(module, fit)``.
 
-        Example:
+        Examples:
             >>> from gaborlayer import gabor_kernel2d
             >>> conv = nn.Conv2d(1, 2, 5, padding=2)
             >>> with torch.no_grad():
@@ -455,7 +453,7 @@ class GaborConv1d(_GaborConvNd):
         - Input: ``(B, C_in, L)`` or ``(C_in, L)``
         - Output: ``(B, C_out, L_out)`` or ``(C_out, L_out)``, as ``nn.Conv1d``.
 
-    Example:
+    Examples:
         >>> conv = GaborConv1d(1, 16, 63, padding="same")
         >>> conv(torch.randn(2, 1, 400)).shape
         torch.Size([2, 16, 400])
@@ -498,7 +496,7 @@ class GaborConv1d(_GaborConvNd):
         Returns:
             the GaborConv1d, on ``conv``'s device and dtype; with ``return_fit``, ``(module, fit)``.
 
-        Example:
+        Examples:
             >>> from gaborlayer import gabor_kernel1d
             >>> conv = nn.Conv1d(1, 2, 15, padding=7)
             >>> with torch.no_grad():
@@ -537,7 +535,7 @@ class GaborConv3d(_GaborConvNd):
         - Input: ``(B, C_in, D, H, W)`` or ``(C_in, D, H, W)``
         - Output: ``(B, C_out, D_out, H_out, W_out)`` or ``(C_out, D_out, H_out, W_out)``, as ``nn.Conv3d``.
 
-    Example:
+    Examples:
         >>> conv = GaborConv3d(1, 8, 5, padding=2)
         >>> conv(torch.randn(2, 1, 12, 12, 12)).shape
         torch.Size([2, 8, 12, 12, 12])

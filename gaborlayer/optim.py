@@ -35,7 +35,7 @@ def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, 
         a list of two dicts ``{"params": [...], "lr": ..., "name": "gabor" | "other", **group_options}``
         for ``torch.optim`` (an empty group is left out).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gaborlayer import GaborConv2d
         >>> model = nn.Sequential(GaborConv2d(3, 8, 7), nn.ReLU(), nn.Conv2d(8, 4, 3))

@@ -64,7 +64,7 @@ def plot_bank(bank_or_module, *, ncols: int | None = None, title: str | None = N
         ImportError: matplotlib is not installed.
         TypeError / ValueError: an argument of the wrong kind or shape, named in the message.
 
-    Example:
+    Examples:
         >>> import matplotlib.pyplot as plt
         >>> conv = GaborConv2d(3, 16, 7, padding=3)
         >>> fig = plot_bank(conv, inputs=0, title="initial bank")   # 16 tiles, input channel 0

@@ -41,7 +41,7 @@ def sample_params(n: int, size: int, generator: torch.Generator | None = None) -
     Returns:
         dict of five float64 tensors of shape ``(n,)``.
 
-    Example:
+    Examples:
         >>> p = sample_params(3, 15, torch.Generator().manual_seed(0))
         >>> sorted(p), p["theta"].shape
         (['gamma', 'lambd', 'psi', 'sigma', 'theta'], torch.Size([3]))
@@ -68,7 +68,7 @@ def recovery_error(fit: dict | GaborFit, truth: dict, size) -> tuple[torch.Tenso
     Returns:
         ``(theta_error_degrees, kernel_relative_error)``, tensors of the parameters' batch shape.
 
-    Example:
+    Examples:
         >>> truth = dict(theta=0.1, sigma=2.0, lambd=5.0, gamma=1.0, psi=0.3)
         >>> twin = dict(truth, theta=0.1 + math.pi, psi=-0.3)
         >>> [round(v.item(), 6) for v in recovery_error(twin, truth, 9)]
@@ -96,7 +96,7 @@ def is_recovered(fit: dict | GaborFit, truth: dict, size, *, noisy: bool = False
     Returns:
         bool tensor of the parameters' batch shape.
 
-    Example:
+    Examples:
         >>> truth = dict(theta=0.5, sigma=2.0, lambd=5.0, gamma=1.0, psi=0.0)
         >>> off = dict(truth, theta=0.51)  # 0.57 degrees off, kernel 1.8% off
         >>> bool(is_recovered(off, truth, 9)), bool(is_recovered(off, truth, 9, noisy=True))
@@ -111,7 +111,7 @@ def is_recovered(fit: dict | GaborFit, truth: dict, size, *, noisy: bool = False
 def add_noise(y: torch.Tensor, snr_db: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """``y`` plus white Gaussian noise at ``snr_db`` (noise variance = var(y) / 10^(snr_db / 10)).
 
-    Example:
+    Examples:
         >>> y = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
         >>> n = add_noise(y, 20.0, torch.Generator().manual_seed(1)) - y
         >>> round((y.var() / n.var()).log10().item() * 10)
