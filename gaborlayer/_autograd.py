@@ -1,7 +1,9 @@
 """The Gabor banks as ``torch.autograd.Function``s with analytic backwards.
 
-Each dimension has two plain functions, ``gabor_kernelNd_forward(params, size)`` and
-``gabor_kernelNd_backward(grad, params, size, needs_input_grad)``, where ``params`` are the
+Each dimension has three plain functions, ``gabor_kernelNd_forward(params, size)``,
+``gabor_kernelNd_backward(grad, params, size, needs_input_grad)`` and
+``gabor_kernelNd_jvp(params, tangents, size)`` (forward mode: the bank's tangent from the
+parameters' tangents, ``None`` for none), where ``params`` are the
 parameter vectors ``(N,)`` in the family's order (``gaborlayer._family``). The autograd
 Functions (:class:`GaborKernel1d`, :class:`GaborKernel2d`, :class:`GaborKernel3d`) and the
 ``torch.library`` registration (``gaborlayer._ops``) both call them.
@@ -17,7 +19,7 @@ import math
 
 import torch
 
-from ._reference import sampling_grid1d, sampling_grid2d, sampling_grid3d
+from ._reference import reduced_phase_offset, sampling_grid1d, sampling_grid2d, sampling_grid3d
 
 TWO_PI = 2 * math.pi
 
@@ -46,7 +48,7 @@ def _terms2d(theta, sigma, lambd, gamma, psi, kh, kw):
     c = y_rot / sigma
     b = gamma * c
     envelope = torch.exp(torch.addcmul(a * a, b, b).mul_(-0.5))
-    phase = torch.addcmul(psi, x_rot, TWO_PI / lambd)
+    phase = torch.addcmul(reduced_phase_offset(psi), x_rot, TWO_PI / lambd)
     return x_rot, y_rot, a, b, c, envelope, phase
 
 
@@ -104,7 +106,97 @@ def gabor_kernel2d_backward(grad, params, size, needs_input_grad):
     return d_theta, d_sigma, d_lambd, d_gamma, d_psi
 
 
-class QuadratureMagnitude(torch.autograd.Function):
+def _tangent_sum(terms, like):
+    """``sum(dK/dp * t_p)`` over the ``(dK/dp, t_p)`` pairs of ``terms`` (each already
+    broadcastable), or zeros shaped ``like`` when there are none."""
+    out = None
+    for derivative, tangent in terms:
+        out = derivative * tangent if out is None else torch.addcmul(out, derivative, tangent)
+    return torch.zeros_like(like) if out is None else out
+
+
+def gabor_kernel2d_jvp(params, tangents, size):
+    """The bank's tangent ``(N, kh, kw)``: ``sum_p dK/dp * t_p`` over the parameters whose tangent
+    ``t_p`` (shape ``(N,)``) is not ``None``. Forward mode of :func:`gabor_kernel2d_forward`.
+
+    Each ``dK/dp`` is the per-tap factor that :func:`gabor_kernel2d_backward` sums against the
+    incoming gradient, with the same care: products start from the factor holding the envelope,
+    ``a``, ``b``, ``c`` are ``nan_to_num``-ed, and per-filter factors (``gamma``, ``1/sigma``, the
+    tangent) multiply last, so a tiny sigma or a huge gamma gives 0, not NaN.
+    """
+    theta, sigma, lambd, gamma, psi = params
+    t_theta, t_sigma, t_lambd, t_gamma, t_psi = tangents
+    x_rot, y_rot, a, b, c, envelope, phase = _terms2d(theta, sigma, lambd, gamma, psi, *size)
+    a, b, c = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b, c))
+    e_cos = envelope * torch.cos(phase)  # the kernel, (P, N)
+    e_sin = envelope * torch.sin(phase)
+    terms = []
+    if t_theta is not None or t_sigma is not None:
+        e_cos_a = e_cos * a
+    if t_sigma is not None or t_gamma is not None:
+        e_cos_bb = (e_cos * b) * b
+    if t_theta is not None:
+        # dK/dtheta = E cos(phase) a b gamma - E cos(phase) a c - E sin(phase) y' 2 pi / lambd
+        terms.append(((e_cos_a * b) * gamma - e_cos_a * c - (e_sin * y_rot) * (TWO_PI / lambd), t_theta))
+    if t_sigma is not None:
+        # dK/dsigma = K (a^2 + b^2) / sigma
+        terms.append((torch.addcmul(e_cos_bb, e_cos_a, a) / sigma, t_sigma))
+    if t_lambd is not None:
+        # dK/dlambd = E sin(phase) x' 2 pi / lambd^2
+        terms.append(((e_sin * x_rot) * (TWO_PI / (lambd * lambd)), t_lambd))
+    if t_gamma is not None:
+        # dK/dgamma = -K b^2 / gamma
+        terms.append((e_cos_bb / gamma, -t_gamma))
+    if t_psi is not None:
+        # dK/dpsi = -E sin(phase)
+        terms.append((e_sin, -t_psi))
+    # (P, N) -> (N, kh, kw), flattened first as in the forward, for standard strides.
+    return _tangent_sum(terms, e_cos).t().reshape(-1).view(theta.shape[0], *size)
+
+
+# -- forward mode, outside torch.compile --------------------------------------------------------
+# Dynamo refuses to trace a torch.autograd.Function that defines ``jvp`` ("Unsupported custom jvp",
+# torch 2.13), so a jvp on the Functions the package calls would break torch.compile(fullgraph=True)
+# of every layer. Those Functions therefore have no jvp; eagerly, their ``apply`` runs a subclass
+# that adds it (with ``ctx.save_for_forward``) and is otherwise the same Function: same forward,
+# backward, vmap rule and name (its graph node is still ``GaborKernel2dBackward``). Dynamo traces
+# ``Function.apply`` calls itself (forward and backward of the Function it names), never the
+# ``apply`` override, and the override checks ``torch.compiler.is_compiling()`` as well.
+_FUNCTION_APPLY = torch.autograd.Function.apply.__func__
+
+
+class _ForwardModeInEager:
+    """Mixin for the Functions below: ``apply`` runs ``cls._forward_mode`` (made by
+    :func:`_with_forward_mode`) outside torch.compile."""
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        if torch.compiler.is_compiling():
+            return _FUNCTION_APPLY(cls, *args, **kwargs)
+        return cls._forward_mode.apply(*args, **kwargs)
+
+
+def _with_forward_mode(function, jvp, saved_for_forward):
+    """Attach to ``function`` the subclass its ``apply`` runs eagerly: ``function`` plus the
+    ``jvp`` staticmethod, with ``ctx.save_for_forward(*saved_for_forward(inputs, output))`` after
+    ``function``'s own ``setup_context``; ``jvp`` reads those from ``ctx.saved_tensors``."""
+
+    def setup_context(ctx, inputs, output):
+        function.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*saved_for_forward(inputs, output))
+
+    function._forward_mode = type(function.__name__, (function,), {
+        "__module__": function.__module__,
+        "__qualname__": f"{function.__qualname__}._forward_mode",
+        "__doc__": f"{function.__name__} with forward-mode AD (``jvp``), run by its ``apply`` outside torch.compile.",
+        "setup_context": staticmethod(setup_context),
+        "jvp": staticmethod(jvp),
+        "apply": classmethod(_FUNCTION_APPLY),
+    })
+    return function
+
+
+class QuadratureMagnitude(_ForwardModeInEager, torch.autograd.Function):
     """``sqrt(even^2 + odd^2)`` of ``pairs``, whose dimension ``axis`` (of size 2) holds each
     response's even and odd parts; the result drops that dimension. The gradient is
     ``(even, odd) / magnitude``, and 0 where the magnitude is 0 (the minimum of a norm: 0 is its
@@ -142,10 +234,27 @@ class QuadratureMagnitude(torch.autograd.Function):
         return grad * torch.nan_to_num(pairs / magnitude, nan=0.0), None
 
 
+def _quadrature_magnitude_jvp(ctx, tangent, _axis_tangent):
+    """``d|z| = (even d_even + odd d_odd) / |z|``, and 0 where ``|z| = 0`` (as in backward)."""
+    pairs, magnitude = ctx.saved_tensors
+    if tangent is None:
+        return torch.zeros_like(magnitude)
+    magnitude = magnitude.unsqueeze(ctx.axis)
+    if torch.is_grad_enabled():  # differentiable again (reverse over forward): masks, as in backward
+        nonzero = magnitude > 0
+        ratio = torch.where(nonzero, pairs / torch.where(nonzero, magnitude, 1.0), 0.0)
+    else:
+        ratio = torch.nan_to_num(pairs / magnitude, nan=0.0)
+    return (ratio * tangent).sum(ctx.axis)
+
+
+_with_forward_mode(QuadratureMagnitude, _quadrature_magnitude_jvp, lambda inputs, output: (inputs[0], output))
+
+
 def _terms1d(sigma, lambd, psi, k):
     """``a = x/sigma``, the envelope and the phase, each ``(N, k)``."""
     x = sampling_grid1d(k, sigma.dtype, sigma.device)
-    sigma, lambd, psi = (p[:, None] for p in (sigma, lambd, psi))
+    sigma, lambd, psi = (p[:, None] for p in (sigma, lambd, reduced_phase_offset(psi)))
     a = x / sigma
     envelope = torch.exp(-0.5 * (a * a))
     phase = TWO_PI * (x / lambd) + psi
@@ -180,6 +289,28 @@ def gabor_kernel1d_backward(grad, params, size, needs_input_grad):
     return d_sigma, d_lambd, d_psi
 
 
+def gabor_kernel1d_jvp(params, tangents, size):
+    """The bank's tangent ``(N, k)`` from tangents ``(N,)`` or ``None`` of ``(sigma, lambd, psi)``
+    (as :func:`gabor_kernel2d_jvp`)."""
+    sigma, lambd, psi = params
+    t_sigma, t_lambd, t_psi = (None if t is None else t[:, None] for t in tangents)
+    x, a, envelope, phase = _terms1d(sigma, lambd, psi, *size)
+    a = torch.nan_to_num(a, posinf=0.0, neginf=0.0)
+    e_cos = envelope * torch.cos(phase)
+    e_sin = envelope * torch.sin(phase)
+    terms = []
+    if t_sigma is not None:
+        # dK/dsigma = K a^2 / sigma
+        terms.append((((e_cos * a) * a) / sigma[:, None], t_sigma))
+    if t_lambd is not None:
+        # dK/dlambd = E sin(phase) x 2 pi / lambd^2
+        terms.append(((e_sin * x) * (TWO_PI / (lambd * lambd))[:, None], t_lambd))
+    if t_psi is not None:
+        # dK/dpsi = -E sin(phase)
+        terms.append((e_sin, -t_psi))
+    return _tangent_sum(terms, e_cos)
+
+
 def _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw):
     """Shared intermediates of the 3-D bank, each broadcast to ``(N, kd, kh, kw)``.
 
@@ -192,6 +323,7 @@ def _terms3d(theta, phi, sigma, lambd, gamma, psi, kd, kh, kw):
     ``y_1`` and ``y_2`` are also ``d x_par / d theta / cos phi`` and ``d x_par / d phi``.
     """
     z, y, x = sampling_grid3d(kd, kh, kw, theta.dtype, theta.device)
+    psi = reduced_phase_offset(psi)
     theta, phi, sigma, lambd, gamma, psi = (p[:, None, None, None] for p in (theta, phi, sigma, lambd, gamma, psi))
     cos_t, sin_t = torch.cos(theta), torch.sin(theta)
     cos_p, sin_p = torch.cos(phi), torch.sin(phi)
@@ -262,10 +394,55 @@ def gabor_kernel3d_backward(grad, params, size, needs_input_grad):
     return d_theta, d_phi, d_sigma, d_lambd, d_gamma, d_psi
 
 
-# The three Functions save only the parameter vectors and recompute the rest in backward. Their
-# forwards spell out the arguments: torch.compile tells a forward without ctx (setup_context style)
-# by its signature, which *args would hide.
-class GaborKernel1d(torch.autograd.Function):
+def gabor_kernel3d_jvp(params, tangents, size):
+    """The bank's tangent ``(N, kd, kh, kw)`` from tangents ``(N,)`` or ``None`` of
+    ``(theta, phi, sigma, lambd, gamma, psi)`` (as :func:`gabor_kernel2d_jvp`)."""
+    theta, phi, sigma, lambd, gamma, psi = params
+    x_par, y_1, y_2, a, b_1, b_2, envelope, phase = _terms3d(theta, phi, sigma, lambd, gamma, psi, *size)
+    a, b_1, b_2 = (torch.nan_to_num(t, posinf=0.0, neginf=0.0) for t in (a, b_1, b_2))
+    t_theta, t_phi, t_sigma, t_lambd, t_gamma, t_psi = (None if t is None else t[:, None, None, None]
+                                                        for t in tangents)
+    sigma_, lambd_, gamma_ = (p[:, None, None, None] for p in (sigma, lambd, gamma))
+    e_cos = envelope * torch.cos(phase)  # the kernel
+    e_sin = envelope * torch.sin(phase)
+    if t_theta is not None or t_phi is not None or t_sigma is not None:
+        e_cos_a = e_cos * a
+    if t_sigma is not None or t_gamma is not None:
+        e_cos_bb = torch.addcmul((e_cos * b_1) * b_1, e_cos * b_2, b_2)
+
+    def d_angle(y_k, b_k):
+        # dK/dangle for d x_par/d angle = y_k, as in the backward
+        c_k = torch.nan_to_num(y_k / sigma_, posinf=0.0, neginf=0.0)
+        return (e_cos_a * b_k) * gamma_ - e_cos_a * c_k - (e_sin * y_k) * (TWO_PI / lambd_)
+
+    terms = []
+    if t_theta is not None:
+        # d x_par/d theta = cos(phi) y_1
+        terms.append((d_angle(y_1, b_1) * torch.cos(phi)[:, None, None, None], t_theta))
+    if t_phi is not None:
+        # d x_par/d phi = y_2
+        terms.append((d_angle(y_2, b_2), t_phi))
+    if t_sigma is not None:
+        # dK/dsigma = K (a^2 + b_1^2 + b_2^2) / sigma
+        terms.append((torch.addcmul(e_cos_bb, e_cos_a, a) / sigma_, t_sigma))
+    if t_lambd is not None:
+        # dK/dlambd = E sin(phase) x_par 2 pi / lambd^2
+        terms.append(((e_sin * x_par) * (TWO_PI / (lambd_ * lambd_)), t_lambd))
+    if t_gamma is not None:
+        # dK/dgamma = -K (b_1^2 + b_2^2) / gamma
+        terms.append((e_cos_bb / gamma_, -t_gamma))
+    if t_psi is not None:
+        # dK/dpsi = -E sin(phase)
+        terms.append((e_sin, -t_psi))
+    return _tangent_sum(terms, e_cos)
+
+
+# The three Functions save only the parameter vectors (for backward, and for jvp, forward mode) and
+# recompute the rest there. Their forwards spell out the arguments: torch.compile tells a forward
+# without ctx (setup_context style) by its signature, which *args would hide. Forward mode is
+# attached by _with_forward_mode (see there for why not as a jvp staticmethod); the size arguments
+# are ints, and their tangents (None) are dropped before the jvp functions.
+class GaborKernel1d(_ForwardModeInEager, torch.autograd.Function):
     """``(sigma, lambd, psi)`` of shape ``(N,)`` and ``k`` -> bank ``(N, k)``."""
 
     generate_vmap_rule = True
@@ -284,7 +461,11 @@ class GaborKernel1d(torch.autograd.Function):
         return (*gabor_kernel1d_backward(grad, ctx.saved_tensors, ctx.size, ctx.needs_input_grad), None)
 
 
-class GaborKernel2d(torch.autograd.Function):
+_with_forward_mode(GaborKernel1d, lambda ctx, *tangents: gabor_kernel1d_jvp(ctx.saved_tensors, tangents[:3], ctx.size),
+                   lambda inputs, output: inputs[:3])
+
+
+class GaborKernel2d(_ForwardModeInEager, torch.autograd.Function):
     """``(theta, sigma, lambd, gamma, psi)`` of shape ``(N,)`` and ``kh, kw`` -> bank ``(N, kh, kw)``."""
 
     generate_vmap_rule = True
@@ -303,7 +484,11 @@ class GaborKernel2d(torch.autograd.Function):
         return (*gabor_kernel2d_backward(grad, ctx.saved_tensors, ctx.size, ctx.needs_input_grad), None, None)
 
 
-class GaborKernel3d(torch.autograd.Function):
+_with_forward_mode(GaborKernel2d, lambda ctx, *tangents: gabor_kernel2d_jvp(ctx.saved_tensors, tangents[:5], ctx.size),
+                   lambda inputs, output: inputs[:5])
+
+
+class GaborKernel3d(_ForwardModeInEager, torch.autograd.Function):
     """``(theta, phi, sigma, lambd, gamma, psi)`` of shape ``(N,)`` and ``kd, kh, kw`` -> bank
     ``(N, kd, kh, kw)``."""
 
@@ -321,3 +506,7 @@ class GaborKernel3d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return (*gabor_kernel3d_backward(grad, ctx.saved_tensors, ctx.size, ctx.needs_input_grad), None, None, None)
+
+
+_with_forward_mode(GaborKernel3d, lambda ctx, *tangents: gabor_kernel3d_jvp(ctx.saved_tensors, tangents[:6], ctx.size),
+                   lambda inputs, output: inputs[:6])

@@ -23,8 +23,11 @@ Implementations, by device:
 - Fake/meta: the same function as CUDA, traced with fake tensors (``triton_op`` registers it).
 
 Math is float32 for float16/bfloat16/float32 parameters (float64 for float64) with the result
-cast to the parameters' dtype, on every device. The operators have no double backward and no
-vmap rule; ``backend="torch"`` (the autograd Function) has both.
+cast to the parameters' dtype, on every device. ``psi`` is reduced modulo ``2 pi`` in float64
+(:func:`gaborlayer._reference.reduced_phase_offset`) before the Triton kernels see it, as the
+PyTorch formulas do themselves; the reduction has derivative 1, so ``d_psi`` is unchanged by it.
+The operators have no double backward, no vmap rule and no forward-mode AD (``torch.func.jvp``,
+``jacfwd``); ``backend="torch"`` (the autograd Function) has all three.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch
 from torch.library import triton_op
 
 from ._autograd import gabor_kernel2d_backward, gabor_kernel2d_forward
+from ._reference import reduced_phase_offset
 from ._triton.bank import INTERPRETED, bank_backward, bank_forward
 
 __all__ = ["gabor_bank", "gabor_bank_backward"]
@@ -76,7 +80,7 @@ def gabor_bank(theta: torch.Tensor, sigma: torch.Tensor, lambd: torch.Tensor, ga
     """Bank ``(N, kh, kw)`` from five vectors ``(N,)`` (CUDA: Triton; traced CPU: PyTorch)."""
     _check(theta, sigma, lambd, gamma, psi, kh, kw)
     if theta.device.type == "cuda":
-        return bank_forward(theta, sigma, lambd, gamma, psi, kh, kw)
+        return bank_forward(theta, sigma, lambd, gamma, reduced_phase_offset(psi), kh, kw)
     return _torch_forward(theta, sigma, lambd, gamma, psi, kh, kw)
 
 
@@ -90,22 +94,24 @@ def gabor_bank_backward(grad: torch.Tensor, theta: torch.Tensor, sigma: torch.Te
                  lambda: f"gabor_bank_backward: grad has shape {tuple(grad.shape)}, expected "
                          f"{(theta.shape[0], kh, kw)}")
     if theta.device.type == "cuda":
-        return bank_backward(grad, theta, sigma, lambd, gamma, psi, kh, kw)
+        return bank_backward(grad, theta, sigma, lambd, gamma, reduced_phase_offset(psi), kh, kw)
     return _torch_backward(grad, theta, sigma, lambd, gamma, psi, kh, kw)
 
 
 @gabor_bank.register_kernel("cpu")
 def _gabor_bank_cpu(theta, sigma, lambd, gamma, psi, kh, kw):
     _check(theta, sigma, lambd, gamma, psi, kh, kw)
-    build = bank_forward if INTERPRETED else _torch_forward
-    return build(theta, sigma, lambd, gamma, psi, kh, kw)
+    if INTERPRETED:
+        return bank_forward(theta, sigma, lambd, gamma, reduced_phase_offset(psi), kh, kw)
+    return _torch_forward(theta, sigma, lambd, gamma, psi, kh, kw)
 
 
 @gabor_bank_backward.register_kernel("cpu")
 def _gabor_bank_backward_cpu(grad, theta, sigma, lambd, gamma, psi, kh, kw):
     _check(theta, sigma, lambd, gamma, psi, kh, kw)
-    grads = bank_backward if INTERPRETED else _torch_backward
-    return grads(grad, theta, sigma, lambd, gamma, psi, kh, kw)
+    if INTERPRETED:
+        return bank_backward(grad, theta, sigma, lambd, gamma, reduced_phase_offset(psi), kh, kw)
+    return _torch_backward(grad, theta, sigma, lambd, gamma, psi, kh, kw)
 
 
 # -- autograd, registered once ------------------------------------------------------------------

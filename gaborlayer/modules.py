@@ -332,8 +332,9 @@ class GaborConv2d(_GaborConvNd):
     In eval mode, when no gradient is needed, the bank is built once and cached; the cache is
     kept while the parameters' values equal those it was built from, so any change (an optimiser
     step, fused ones included, ``load_state_dict``, ``.to()``, a write through ``param.data``)
-    rebuilds it. ``.weight`` is read-only (see :attr:`weight`). Half-precision parameters (``.half()``, ``.bfloat16()``) build the bank in float32 and round
-    it, so only the convolution runs in half precision, as with ``nn.Conv2d.half()``.
+    rebuilds it. ``.weight`` is read-only (see :attr:`weight`). Half-precision parameters
+    (``.half()``, ``.bfloat16()``) build the bank in float32 and round it, so only the convolution
+    runs in half precision, as with ``nn.Conv2d.half()``.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,

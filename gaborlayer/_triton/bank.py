@@ -16,8 +16,9 @@ float32/float16/bfloat16 parameters (float64 for float64 ones); loads and stores
 bank and the gradients come out in the parameters' dtype.
 
 The phase is formed as ``2 pi frac(x'/lambd) + psi``: taking the whole cycles out of ``x'/lambd``
-is exact and changes no cosine or sine, and it keeps the phase small (at most ``pi + |psi|``)
-however many cycles a big kernel spans. (``tl.cos``/``tl.sin`` compile to libdevice's
+is exact and changes no cosine or sine, and it keeps the phase small (at most ``pi + |psi|``,
+and psi arrives reduced modulo ``2 pi`` by the op wrapper in ``gaborlayer._ops``, so at most
+``3 pi``) however many cycles a big kernel spans. (``tl.cos``/``tl.sin`` compile to libdevice's
 range-reducing ``cosf``/``sinf``, not to the approximate PTX instructions, so theta needs no such
 care.)
 
