@@ -51,3 +51,20 @@ def fx_tracing() -> bool:
     is_tracing = (getattr(symbolic_trace, "is_fx_symbolic_tracing", None)
                   or getattr(symbolic_trace, "is_fx_tracing", None))
     return bool(is_tracing()) if is_tracing is not None else False
+
+
+def register_default_fusers(mapping: dict) -> bool:
+    """Add ``mapping`` (module-type tuples -> fuser methods, for our own types only) to the defaults
+    of ``torch.ao.quantization.fuse_modules``, so that a plain ``fuse_modules(model, [[conv, bn]])``
+    fuses a Gabor layer too. The table is private; when it moved, nothing is added (``False``) and
+    ``fuse_modules`` takes ``fuse_custom_config_dict`` as documented."""
+    try:
+        from torch.ao.quantization import fuser_method_mappings
+    except ImportError:
+        return False
+    defaults = getattr(fuser_method_mappings, "_DEFAULT_OP_LIST_TO_FUSER_METHOD", None)
+    if not isinstance(defaults, dict):
+        return False
+    for types, method in mapping.items():
+        defaults.setdefault(types, method)
+    return True

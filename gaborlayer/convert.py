@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from . import _checks
+from ._compat import register_default_fusers
 from ._family import GABOR_2D
 from .fit import GaborFit
 from .functional import _pair_bias
@@ -133,8 +134,7 @@ def fuse_conv_bn(is_qat: bool, conv, bn) -> nn.Module:
 
     Examples:
         >>> model = nn.Sequential(GaborConv2d(3, 8, 5), nn.BatchNorm2d(8)).eval()
-        >>> fused = torch.ao.quantization.fuse_modules(
-        ...     model, [["0", "1"]], fuse_custom_config_dict={"additional_fuser_method_mapping": FUSER_METHODS})
+        >>> fused = torch.ao.quantization.fuse_modules(model, [["0", "1"]])
         >>> type(fused[0]).__name__, type(fused[1]).__name__
         ('Conv2d', 'Identity')
     """
@@ -144,10 +144,13 @@ def fuse_conv_bn(is_qat: bool, conv, bn) -> nn.Module:
     return torch.nn.utils.fuse_conv_bn_eval(to_conv(conv), bn)
 
 
-#: ``torch.ao.quantization.fuse_modules(model, [[conv, bn]], fuse_custom_config_dict=
-#: {"additional_fuser_method_mapping": FUSER_METHODS})`` fuses Gabor layers with their batch norms.
+#: Gabor layers and their batch norms for ``torch.ao.quantization.fuse_modules``. They are added to
+#: its defaults when gaborlayer is imported, so ``fuse_modules(model.eval(), [["conv", "bn"]])``
+#: works; ``fuse_custom_config_dict={"additional_fuser_method_mapping": FUSER_METHODS}`` does the same
+#: explicitly (for a torch whose private default table has moved).
 FUSER_METHODS = {(GaborConv1d, nn.BatchNorm1d): fuse_conv_bn, (GaborConv2d, nn.BatchNorm2d): fuse_conv_bn,
                  (GaborConv3d, nn.BatchNorm3d): fuse_conv_bn}
+register_default_fusers(FUSER_METHODS)
 
 
 class GaborFitWarning(UserWarning):

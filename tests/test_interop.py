@@ -270,14 +270,12 @@ def test_fuse_modules_with_the_fuser_methods():
     torch.manual_seed(2)
     model = nn.Sequential(GaborConv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
     model[1].running_var.uniform_(0.5, 2)
-    # torch.ao's default mapping knows only its own types; its error names ours (docs/dropin.md)
-    with pytest.raises((AssertionError, NotImplementedError), match="GaborConv2d"):
-        torch.ao.quantization.fuse_modules(model, [["0", "1"]])
     config = {"additional_fuser_method_mapping": FUSER_METHODS}
-    fused = torch.ao.quantization.fuse_modules(model, [["0", "1"]], fuse_custom_config_dict=config)
-    assert type(fused[0]) is nn.Conv2d
-    with torch.no_grad():
-        torch.testing.assert_close(fused(X), model(X), rtol=1e-5, atol=1e-5)
+    for fused in (torch.ao.quantization.fuse_modules(model, [["0", "1"]]),  # registered as a default
+                  torch.ao.quantization.fuse_modules(model, [["0", "1"]], fuse_custom_config_dict=config)):
+        assert type(fused[0]) is nn.Conv2d and type(fused[1]) is nn.Identity
+        with torch.no_grad():
+            torch.testing.assert_close(fused(X), model(X), rtol=1e-5, atol=1e-5)
     with pytest.raises(NotImplementedError, match="needs both in eval mode"):
         torch.ao.quantization.fuse_modules(model.train(), [["0", "1"]], fuse_custom_config_dict=config)
 

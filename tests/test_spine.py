@@ -240,3 +240,11 @@ def test_querying_triton_registers_nothing_and_resolving_registers_the_op():
                "print(repr(r), a, b, 'gaborlayer._ops' in sys.modules, hasattr(torch.ops.gaborlayer, 'gabor_bank'))",
                TRITON_INTERPRET="1")
     assert out == "'' False triton True True"
+
+
+def test_default_fusers_degrade_when_the_table_moved(monkeypatch):
+    from torch.ao.quantization import fuser_method_mappings
+
+    assert _compat.register_default_fusers({})
+    monkeypatch.delattr(fuser_method_mappings, "_DEFAULT_OP_LIST_TO_FUSER_METHOD")
+    assert not _compat.register_default_fusers({(int, int): None})
