@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from ._compat import fx_tracing
 from ._reference import reduced_phase_offset, sampling_grid1d, sampling_grid2d, sampling_grid3d
 
 TWO_PI = 2 * math.pi
@@ -167,11 +168,12 @@ _FUNCTION_APPLY = torch.autograd.Function.apply.__func__
 
 class _ForwardModeInEager:
     """Mixin for the Functions below: ``apply`` runs ``cls._forward_mode`` (made by
-    :func:`_with_forward_mode`) outside torch.compile."""
+    :func:`_with_forward_mode`) outside torch.compile and ``torch.fx`` tracing (whose proxies
+    ``save_for_forward`` refuses)."""
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or fx_tracing():
             return _FUNCTION_APPLY(cls, *args, **kwargs)
         return cls._forward_mode.apply(*args, **kwargs)
 

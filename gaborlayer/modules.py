@@ -4,8 +4,9 @@
 As ``nn.Conv1d/2d/3d`` fill in a shared ``_ConvNd``, the three layers fill in
 :class:`_GaborConvNd`, which holds the configuration and ``forward``; everything per-dimension is
 the layer's ``_family`` (``gaborlayer._family``). The base composes small pieces, each in its own
-module: parameter storage (``_storage``: reparameterisation, ``learn=``), the eval-mode cache
-(``_cache``), the extent diagnostics (``_extent``) and the memory-layout probe (``_layout``).
+module: parameter storage (``_storage``: reparameterisation, ``learn=``), the read-only
+``.weight`` and the bank ``forward`` uses (``_weight``), the eval-mode cache (``_cache``), the
+extent diagnostics (``_extent``) and the memory-layout probe (``_layout``).
 Conversion from and to plain convolutions (``from_conv2d``, ``to_conv2d``, ``replace_conv2d``)
 lives in ``gaborlayer.convert``, which sits above the layers and is imported when used.
 """
@@ -18,12 +19,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks, _storage
-from ._cache import BankCache, WriteGuard, cacheable
-from ._compat import fx_tracing
+from ._cache import BankCache, WriteGuard
 from ._extent import GaborTruncationWarning, extent_report, warn_extent
-from ._family import FAMILIES, GABOR_1D, GABOR_2D, GABOR_3D, GaborFamily
+from ._family import GABOR_1D, GABOR_2D, GABOR_3D, GaborFamily
 from ._layout import requested_memory_format
-from .functional import OUTPUTS, _bank, _combine, _pair_bias, _quadrature_params, resolve_backend
+from ._weight import WeightFromParameters
+from .functional import OUTPUTS, _combine, _pair_bias, resolve_backend
 from .init import classic_bank1d, classic_bank2d, classic_bank3d
 
 __all__ = ["GaborConv1d", "GaborConv2d", "GaborConv3d", "GaborTruncationWarning",
@@ -56,36 +57,6 @@ def _conv_config(dims: int, in_channels, out_channels, kernel_size, stride, padd
     return config
 
 
-def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...], groups: int, output: str,
-                 zero_mean: bool, backend: str, memory_format: str | None, *stored: torch.Tensor) -> torch.Tensor:
-    """A layer's ``.weight`` from its stored parameters (in ``names`` order) and configuration.
-
-    Every argument but the tensors is a plain constant, so ``torch.fx.symbolic_trace`` records this
-    function as one node (``torch.fx.wrap`` below) instead of tracing through the bank builder.
-    """
-    family = FAMILIES[dims]
-    dtype = stored[0].dtype
-    # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
-    # build in float32 and round the bank, as a half nn.ConvNd holds a rounded weight.
-    compute = torch.promote_types(dtype, torch.float32)
-    params = {name: _storage.STORAGE[name].from_stored(t.to(compute)) for name, t in zip(names, stored)}
-    if output != "real":
-        params = _quadrature_params(params, groups)
-    amplitude = params.pop("amplitude", None)
-    bank = _bank(family, params, kernel_size, zero_mean=zero_mean, backend=backend)
-    if amplitude is not None:
-        bank = bank * amplitude.reshape(*amplitude.shape, *(1,) * dims)
-    bank = bank.reshape(-1, *bank.shape[-(dims + 1):]).to(dtype)
-    return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
-
-
-torch.fx.wrap("gabor_weight")
-
-_WEIGHT_IS_BUILT = ("{name}.weight is built from its Gabor parameters ({params}); {what}. Set the filters "
-                    "through the parameters (the constructor's theta=, sigma=, ...; writes to them under "
-                    "torch.no_grad()), or take a plain, free convolution with to_conv{dims}d()")
-
-
 def _reversed_padding(padding, kernel_size, dilation) -> list[int]:
     """F.pad's padding for non-zero padding modes, as nn.ConvNd computes it."""
     if padding == "valid":
@@ -99,7 +70,7 @@ def _reversed_padding(padding, kernel_size, dilation) -> list[int]:
     return [p for p in reversed(padding) for _ in range(2)]
 
 
-class _GaborConvNd(nn.Module):
+class _GaborConvNd(WeightFromParameters, nn.Module):
     """What the Gabor layers share: the configuration and ``forward``. A subclass sets ``_family``
     and gives the constructor its named parameters."""
 
@@ -158,63 +129,6 @@ class _GaborConvNd(nn.Module):
     def lambd(self) -> torch.Tensor:
         """Wavelength in pixels, ``(out_channels, in_channels // groups)``, always > 2."""
         return _storage.constrained(self, "lambd")
-
-    def _build_weight(self, stored: list[torch.Tensor]) -> torch.Tensor:
-        layout = None if self._memory_format is None else str(self._memory_format).rpartition(".")[2]
-        return gabor_weight(self._family.dims, self._names(), self.kernel_size, self.groups, self.output,
-                            self.zero_mean, self.backend, layout, *stored)
-
-    def _forward_weight(self) -> tuple[torch.Tensor, bool]:
-        """The bank forward convolves with, and whether it is the cached one (never handed out)."""
-        stored = _storage.stored(self, self._names())
-        if fx_tracing() or torch.compiler.is_compiling():
-            return self._build_weight(stored), False  # traced: no cache, no bookkeeping on proxies
-        if self._write_guard.written():
-            raise RuntimeError(_WEIGHT_IS_BUILT.format(
-                name=type(self).__name__, params=", ".join(self._names()), dims=self._family.dims,
-                what="it was written in place (e.g. by torch.nn.init or weight.mul_()), which cannot change "
-                     "what forward computes, so the write is refused"))
-        if cacheable(self.training, stored):
-            config = (self.kernel_size, self.zero_mean, self.backend, self.output, self._memory_format)
-            return self._cache.get(stored, config, lambda: self._build_weight(stored)), True
-        return self._build_weight(stored), False
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The Gabor bank ``(out_channels, in_channels // groups, *kernel_size)``, as the
-        ``nn.ConvNd``'s ``weight`` (``2 * out_channels`` filters for the quadrature-pair outputs:
-        even then odd, within each group's block when ``groups > 1``).
-
-        Each read gives a tensor of its own (in eval mode a copy of the cached bank), built from the
-        Gabor parameters: nothing done to it reaches what ``forward`` computes. So that no write
-        is silently lost, assigning ``.weight`` raises, and a write into it in place
-        (``nn.init.*``, ``weight.mul_()``) raises at the layer's next read or forward."""
-        bank, cached = self._forward_weight()
-        if fx_tracing() or torch.compiler.is_compiling():
-            return bank
-        return self._write_guard.hand_out(bank.clone() if cached else bank)
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "weight":
-            raise AttributeError(_WEIGHT_IS_BUILT.format(
-                name=type(self).__name__, params=", ".join(self._names()), dims=self._family.dims,
-                what="it cannot be assigned (for batch-norm fusion: "
-                     f"torch.nn.utils.fuse_conv_bn_eval(layer.to_conv{self._family.dims}d(), bn))"))
-        super().__setattr__(name, value)
-
-    def register_parameter(self, name: str, param) -> None:
-        if name.startswith("weight"):  # torch.nn.utils.prune registers weight_orig, parametrize likewise
-            raise RuntimeError(_WEIGHT_IS_BUILT.format(
-                name=type(self).__name__, params=", ".join(self._names()), dims=self._family.dims,
-                what=f"it cannot be pruned or re-parametrised as a free weight (torch.nn.utils.prune, "
-                     f"parametrize) under the name {name!r}; prune the plain conv of to_conv{self._family.dims}d()"))
-        super().register_parameter(name, param)
-
-    def __prepare_scriptable__(self):
-        raise RuntimeError(f"{type(self).__name__} cannot be compiled by torch.jit.script (its bank builder "
-                           f"is Python: autograd Functions, keyword arguments, dicts). Use torch.jit.trace "
-                           f"(eval mode), torch.compile or torch.export instead, or script the plain conv of "
-                           f"to_conv{self._family.dims}d()")
 
     def train(self, mode: bool = True):
         self._cache.clear()  # frees the bank

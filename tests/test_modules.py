@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
+import gaborlayer._weight as _weight
 import gaborlayer.modules as modules
 from gaborlayer import GaborConv1d, GaborConv2d, gabor_conv2d, gabor_kernel2d
 
@@ -370,15 +371,15 @@ def test_learn_subset(learn, chosen):
 # -- the eval-mode cache ---------------------------------------------------------------------
 @pytest.fixture
 def bank_builds(monkeypatch):
-    """How many times the module built its bank: the module's _bank, counted."""
+    """How many times the module built its bank: the bank builder of gaborlayer._weight, counted."""
     calls = []
-    real = modules._bank
+    real = _weight._bank
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(modules, "_bank", counting)
+    monkeypatch.setattr(_weight, "_bank", counting)
     return calls
 
 

@@ -530,12 +530,12 @@ def test_truncation_warning_names_the_filter():
 
 
 def test_eval_cache_builds_once(monkeypatch):
-    import gaborlayer.modules as modules
+    import gaborlayer._weight as _weight
 
-    real = modules._bank
+    real = _weight._bank
     for dims in (1, 3):
         calls = []
-        monkeypatch.setattr(modules, "_bank", lambda *a, _calls=calls, **k: _calls.append(1) or real(*a, **k))
+        monkeypatch.setattr(_weight, "_bank", lambda *a, _calls=calls, **k: _calls.append(1) or real(*a, **k))
         m = MODULES[dims][0](2, 3, 3, padding=1).eval()
         x = torch.randn(1, 2, *(6,) * dims)
         with torch.no_grad():
