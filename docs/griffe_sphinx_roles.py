@@ -10,8 +10,12 @@ print literally:
 * ``.. math::`` directives: their indented body becomes a ``$$ ... $$`` block for
   ``pymdownx.arithmatex``.
 
-It also joins an argument-name list that wraps onto a second line (``a, b, c,`` then
-``d, e: description``), which Google style (griffe) cannot parse, into one entry.
+Grouped parameters are written as one entry, ``theta, sigma, lambd, gamma, psi: description``
+(possibly wrapping onto a second line, ``a, b, c,`` then ``d, e: description``). Google style
+(griffe) takes that for one parameter named ``"theta, sigma, ..."``, which matches nothing in the
+signature, so the API table would show no type and the default "required". In ``Args:``,
+``Attributes:`` and the like, such an entry becomes one entry per name, each with the whole
+description, so every name gets its own row with its type and default from the signature.
 
 Only the text mkdocstrings renders changes; the source files are not touched. Loaded by
 ``mkdocs.yml`` (``plugins > mkdocstrings > handlers > python > options > extensions``); not a
@@ -29,6 +33,11 @@ _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|mod|obj|data|exc|const):`(
 _WRAPPED_NAMES = re.compile(
     r"^(?P<indent>[ \t]+)(?P<names>\w+(?:, *\w+)*,)[ \t]*\n(?P=indent)(?=\w+(?:, *\w+)*:)", re.M
 )
+_NAMED_SECTION = re.compile(
+    r"^(?P<indent>[ \t]*)(?:Args|Arguments|Params|Parameters|Attributes|Other Parameters|Keyword Args"
+    r"|Keyword Arguments):[ \t]*$"
+)
+_GROUPED_ENTRY = re.compile(r"^(?P<names>\w+(?:[ \t]*,[ \t]*\w+)+)(?P<type>[ \t]*\([^)]*\))?:(?P<rest>.*)$")
 _MATH = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*\n(?P<body>(?:(?P=indent)[ \t]+\S.*\n|[ \t]*\n)+)", re.M)
 
 
@@ -66,6 +75,53 @@ def _role(obj: griffe.Object, match: re.Match) -> str:
     return f'<autoref identifier="{identifier}" optional><code>{html.escape(title)}</code></autoref>'
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _split_grouped(text: str) -> str:
+    """In name sections, ``a, b, c: description`` (continuation lines included) becomes the entries
+    ``a: description``, ``b: description``, ``c: description``."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        header = _NAMED_SECTION.match(lines[i])
+        out.append(lines[i])
+        i += 1
+        if not header:
+            continue
+        section_indent = len(header["indent"])
+        entry_indent = None
+        while i < len(lines):
+            line = lines[i]
+            if line.strip() and _indent(line) <= section_indent:
+                break  # the section ended
+            if not line.strip() or (entry_indent is not None and _indent(line) > entry_indent):
+                out.append(line)
+                i += 1
+                continue
+            entry_indent = _indent(line) if entry_indent is None else entry_indent
+            grouped = _GROUPED_ENTRY.match(line.strip()) if _indent(line) == entry_indent else None
+            if not grouped:
+                out.append(line)
+                i += 1
+                continue
+            body = []  # the continuation lines: blank or indented deeper than the entry
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > entry_indent):
+                body.append(lines[i])
+                i += 1
+            while body and not body[-1].strip():
+                i -= 1  # trailing blank lines belong after the entries
+                body.pop()
+            names = [name.strip() for name in grouped["names"].split(",")]
+            for name in names:
+                out.append(f"{' ' * entry_indent}{name}{grouped['type'] or ''}:{grouped['rest']}")
+                out.extend(body)
+    return "\n".join(out)
+
+
 def _math(match: re.Match) -> str:
     body = textwrap.dedent(match["body"]).strip("\n")
     indent = match["indent"]
@@ -81,6 +137,7 @@ class SphinxRoles(griffe.Extension):
         text = obj.docstring.value
         new = _MATH.sub(_math, text if text.endswith("\n") else text + "\n").rstrip("\n")
         new = _WRAPPED_NAMES.sub(lambda m: f"{m['indent']}{m['names']} ", new)
+        new = _split_grouped(new)
         new = _ROLE.sub(lambda m: _role(obj, m), new)
         if new != text.rstrip("\n"):
             obj.docstring.value = new

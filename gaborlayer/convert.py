@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -18,6 +19,9 @@ from ._family import GABOR_2D
 from .fit import GaborFit
 from .functional import _pair_bias
 from .modules import GaborConv1d, GaborConv2d, GaborConv3d
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = ["FUSER_METHODS", "GaborFitWarning", "fuse_conv_bn", "replace_conv2d"]
 
@@ -128,7 +132,8 @@ def _slice_report(values: dict, nonzero: torch.Tensor, fit: GaborFit | None, sli
                     history=history, starts=starts, seconds=fit.seconds if fit is not None else 0.0)
 
 
-def fuse_conv_bn(is_qat: bool, conv, bn) -> nn.Module:
+def fuse_conv_bn(is_qat: bool, conv: GaborConv1d | GaborConv2d | GaborConv3d,
+                 bn: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d) -> nn.Module:
     """A Gabor layer and the batch norm after it, fused into one plain ``nn.ConvNd`` (eval mode):
     the fuser method of :data:`FUSER_METHODS` for ``torch.ao.quantization.fuse_modules``.
 
@@ -214,8 +219,9 @@ def _fitted(name: str, conv: nn.Conv2d, kwargs: dict):
     return new, fit
 
 
-def replace_conv2d(model: nn.Module, which, *, fit: bool = False, allow_subclasses: bool = False,
-                   return_fit: bool = False, **kwargs):
+def replace_conv2d(model: nn.Module, which: str | Sequence[str] | Callable[[str, nn.Conv2d], bool], *,
+                   fit: bool = False, allow_subclasses: bool = False, return_fit: bool = False,
+                   **kwargs: Any) -> dict[str, GaborConv2d] | tuple[dict[str, GaborConv2d], dict[str, GaborFit]]:
     """Swap chosen ``nn.Conv2d`` layers of ``model`` for GaborConv2d layers, in place.
 
     A layer used in several places (the same module object) is replaced by one new GaborConv2d in

@@ -684,8 +684,9 @@ def _normal_equations(x: torch.Tensor, y: torch.Tensor, kh: int, kw: int, pads):
     return gram, rhs, float(y.square().sum())
 
 
-def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size, *, padding="same", init: dict | None = None,
-                 fixed: dict | None = None, seed: int = 0, amplitude: bool = False) -> GaborFit:
+def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int, int], *,
+                 padding: str | int | tuple[int, int] = "same", init: dict | None = None, fixed: dict | None = None,
+                 seed: int = 0, amplitude: bool = False) -> GaborFit:
     """Recover the single Gabor filter that maps images ``x`` to responses ``y``.
 
     Solves for the Gabor kernel ``K`` minimising ``||F.conv2d(x, K, padding=padding) - y||^2``:

@@ -203,8 +203,9 @@ def _gabor_conv(family: GaborFamily, input, params, kernel_size, bias, stride, p
     return _combine(y, output, bias, dims, groups, complex_input=input.is_complex())
 
 
-def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False,
-                   backend: str = "auto") -> torch.Tensor:
+def gabor_kernel2d(theta: float | torch.Tensor, sigma: float | torch.Tensor, lambd: float | torch.Tensor,
+                   gamma: float | torch.Tensor, psi: float | torch.Tensor, size: int | tuple[int, int], *,
+                   zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
     r"""Build a bank of real 2-D Gabor kernels, differentiable in all five parameters.
 
     .. math::
@@ -245,9 +246,12 @@ def gabor_kernel2d(theta, sigma, lambd, gamma, psi, size, *, zero_mean: bool = F
     return _bank(GABOR_2D, params, size, zero_mean=zero_mean, backend=backend)
 
 
-def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
-                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto",
-                 output: str = "real") -> torch.Tensor:
+def gabor_conv2d(input: torch.Tensor, theta: float | torch.Tensor, sigma: float | torch.Tensor,
+                 lambd: float | torch.Tensor, gamma: float | torch.Tensor, psi: float | torch.Tensor,
+                 kernel_size: int | tuple[int, int], bias: torch.Tensor | None = None,
+                 stride: int | tuple[int, int] = 1, padding: str | int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, *, zero_mean: bool = False,
+                 backend: str = "auto", output: str = "real") -> torch.Tensor:
     """Convolve ``input`` with the Gabor bank of the given parameters (``F.conv2d`` semantics).
 
     Args:
@@ -285,7 +289,8 @@ def gabor_conv2d(input, theta, sigma, lambd, gamma, psi, kernel_size, bias=None,
                        groups, zero_mean, backend, output)
 
 
-def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
+def gabor_kernel1d(sigma: float | torch.Tensor, lambd: float | torch.Tensor, psi: float | torch.Tensor,
+                   size: int | tuple[int], *, zero_mean: bool = False, backend: str = "auto") -> torch.Tensor:
     r"""Build a bank of real 1-D Gabor kernels, differentiable in all three parameters.
 
     .. math::
@@ -320,7 +325,9 @@ def gabor_kernel1d(sigma, lambd, psi, size, *, zero_mean: bool = False, backend:
     return _bank(GABOR_1D, params, size, zero_mean=zero_mean, backend=backend)
 
 
-def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: bool = False,
+def gabor_kernel3d(theta: float | torch.Tensor, phi: float | torch.Tensor, sigma: float | torch.Tensor,
+                   lambd: float | torch.Tensor, gamma: float | torch.Tensor, psi: float | torch.Tensor,
+                   size: int | tuple[int, int, int], *, zero_mean: bool = False,
                    backend: str = "auto") -> torch.Tensor:
     r"""Build a bank of real 3-D Gabor kernels, differentiable in all six parameters.
 
@@ -363,8 +370,11 @@ def gabor_kernel3d(theta, phi, sigma, lambd, gamma, psi, size, *, zero_mean: boo
     return _bank(GABOR_3D, params, size, zero_mean=zero_mean, backend=backend)
 
 
-def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                 zero_mean: bool = False, backend: str = "auto", output: str = "real") -> torch.Tensor:
+def gabor_conv1d(input: torch.Tensor, sigma: float | torch.Tensor, lambd: float | torch.Tensor,
+                 psi: float | torch.Tensor, kernel_size: int | tuple[int], bias: torch.Tensor | None = None,
+                 stride: int | tuple[int] = 1, padding: str | int | tuple[int] = 0, dilation: int | tuple[int] = 1,
+                 groups: int = 1, *, zero_mean: bool = False, backend: str = "auto",
+                 output: str = "real") -> torch.Tensor:
     """Convolve ``input`` with the 1-D Gabor bank of the given parameters (``F.conv1d`` semantics).
 
     Args:
@@ -393,8 +403,12 @@ def gabor_conv1d(input, sigma, lambd, psi, kernel_size, bias=None, stride=1, pad
                        zero_mean, backend, output)
 
 
-def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=None, stride=1, padding=0,
-                 dilation=1, groups=1, *, zero_mean: bool = False, backend: str = "auto",
+def gabor_conv3d(input: torch.Tensor, theta: float | torch.Tensor, phi: float | torch.Tensor,
+                 sigma: float | torch.Tensor, lambd: float | torch.Tensor, gamma: float | torch.Tensor,
+                 psi: float | torch.Tensor, kernel_size: int | tuple[int, int, int],
+                 bias: torch.Tensor | None = None, stride: int | tuple[int, int, int] = 1,
+                 padding: str | int | tuple[int, int, int] = 0, dilation: int | tuple[int, int, int] = 1,
+                 groups: int = 1, *, zero_mean: bool = False, backend: str = "auto",
                  output: str = "real") -> torch.Tensor:
     """Convolve ``input`` with the 3-D Gabor bank of the given parameters (``F.conv3d`` semantics).
 
@@ -425,7 +439,8 @@ def gabor_conv3d(input, theta, phi, sigma, lambd, gamma, psi, kernel_size, bias=
                        dilation, groups, zero_mean, backend, output)
 
 
-def envelope_extent(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+def envelope_extent(theta: float | torch.Tensor | None, sigma: float | torch.Tensor, gamma: float | torch.Tensor,
+                    n_sigma: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Half-height and half-width in pixels of the box around each filter's ``n_sigma`` envelope.
 
     The envelope's ``n_sigma`` contour is an ellipse with semi-axes ``n_sigma * sigma`` along the
@@ -459,7 +474,8 @@ def _checked_extent_args(theta, sigma, gamma, n_sigma) -> tuple:
     return values.get("theta"), values["sigma"], values["gamma"], _checks.positive_real(n_sigma, "n_sigma")
 
 
-def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int, int]:
+def suggest_kernel_size(theta: float | torch.Tensor | None, sigma: float | torch.Tensor, gamma: float | torch.Tensor,
+                        n_sigma: float = 3.0) -> tuple[int, int]:
     """The smallest odd ``(kh, kw)`` whose kernel holds every filter's ``n_sigma`` envelope.
 
     A kernel of ``k`` taps spans ``k`` pixels, so it holds a half-extent ``e`` when ``k >= 2 e``.
@@ -482,7 +498,7 @@ def suggest_kernel_size(theta, sigma, gamma, n_sigma: float = 3.0) -> tuple[int,
     return odd_sizes_holding(half_extents2d(theta, sigma, gamma, n_sigma))
 
 
-def canonicalize(theta, psi) -> tuple[torch.Tensor, torch.Tensor]:
+def canonicalize(theta: float | torch.Tensor, psi: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The unique equivalent ``(theta, psi)`` with ``theta`` in ``[0, pi)`` and ``psi`` in ``(-pi, pi]``.
 
     Uses ``K(theta + pi, psi) = K(theta, -psi)`` and the ``2 pi`` periods of both angles; the

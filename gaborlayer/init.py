@@ -30,7 +30,8 @@ def _per_filter(values: dict, out_channels: int, in_per_group: int, dtype, devic
     return {k: v[:, None].expand(out_channels, in_per_group).to(dtype=dtype, device=device) for k, v in values.items()}
 
 
-def classic_bank2d(out_channels: int, in_per_group: int, kernel_size: tuple[int, int], dtype=None, device=None) -> dict:
+def classic_bank2d(out_channels: int, in_per_group: int, kernel_size: tuple[int, int], dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """The default initial parameters: a classic multi-orientation, multi-scale bank.
 
     Output channel ``o`` gets orientation ``pi * (o mod n) / n`` with ``n = min(8, out_channels)``,
@@ -59,7 +60,8 @@ def classic_bank2d(out_channels: int, in_per_group: int, kernel_size: tuple[int,
     return _per_filter(values, out_channels, in_per_group, dtype, device)
 
 
-def classic_bank1d(out_channels: int, in_per_group: int, kernel_size: tuple[int], dtype=None, device=None) -> dict:
+def classic_bank1d(out_channels: int, in_per_group: int, kernel_size: tuple[int], dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """The default initial parameters of :class:`GaborConv1d`: even/odd pairs over scales.
 
     Output channel ``o`` gets phase ``0`` (even) for even ``o`` and ``-pi/2`` (odd) for odd ``o``,
@@ -77,8 +79,9 @@ def classic_bank1d(out_channels: int, in_per_group: int, kernel_size: tuple[int]
     return _per_filter(values, out_channels, in_per_group, dtype, device)
 
 
-def classic_bank3d(out_channels: int, in_per_group: int, kernel_size: tuple[int, int, int], dtype=None,
-                   device=None) -> dict:
+def classic_bank3d(out_channels: int, in_per_group: int, kernel_size: tuple[int, int, int],
+                   dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """The default initial parameters of :class:`GaborConv3d`: directions over the half sphere.
 
     With ``n = min(13, out_channels)`` directions, channel ``o`` gets direction ``j = o mod n`` of a
@@ -106,8 +109,10 @@ def classic_bank3d(out_channels: int, in_per_group: int, kernel_size: tuple[int,
     return _per_filter(values, out_channels, in_per_group, dtype, device)
 
 
-def gabor_(tensor: torch.Tensor, *, theta=None, sigma=None, lambd=None, gamma=None, psi=None,
-           zero_mean: bool = False, gain: float = 1.0) -> torch.Tensor:
+def gabor_(tensor: torch.Tensor, *, theta: float | torch.Tensor | None = None,
+           sigma: float | torch.Tensor | None = None, lambd: float | torch.Tensor | None = None,
+           gamma: float | torch.Tensor | None = None, psi: float | torch.Tensor | None = None, zero_mean: bool = False,
+           gain: float = 1.0) -> torch.Tensor:
     """Fill a 2-D convolution weight with a Gabor bank, in place (no gradient is recorded).
 
     Args:

@@ -13,6 +13,7 @@ lives in ``gaborlayer.convert``, which sits above the layers and is imported whe
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -26,6 +27,11 @@ from ._layout import requested_memory_format
 from ._weight import WeightFromParameters
 from .functional import OUTPUTS, _combine, _pair_bias, resolve_backend
 from .init import classic_bank1d, classic_bank2d, classic_bank3d
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .fit import GaborFit
 
 __all__ = ["GaborConv1d", "GaborConv2d", "GaborConv3d", "GaborTruncationWarning",
            "classic_bank1d", "classic_bank2d", "classic_bank3d"]
@@ -284,10 +290,15 @@ class GaborConv2d(_GaborConvNd):
 
     _family = GABOR_2D
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 theta=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
-                 zero_mean: bool = False, backend: str = "auto", output: str = "real"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: str | int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
+                 theta: float | torch.Tensor | None = None, sigma: float | torch.Tensor | None = None,
+                 lambd: float | torch.Tensor | None = None, gamma: float | torch.Tensor | None = None,
+                 psi: float | torch.Tensor | None = None, amplitude: float | torch.Tensor | bool | None = None,
+                 learn: str | Sequence[str] = "all", zero_mean: bool = False, backend: str = "auto",
+                 output: str = "real"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device, dtype, dict(theta=theta, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi), amplitude,
                          learn, zero_mean, backend, output)
@@ -306,8 +317,9 @@ class GaborConv2d(_GaborConvNd):
         return self._to_conv()
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, *, amplitude: bool = True, learn="all", backend: str = "auto",
-                    seed: int = 0, return_fit: bool = False):
+    def from_conv2d(cls, conv: nn.Conv2d, *, amplitude: bool = True, learn: str | Sequence[str] = "all",
+                    backend: str = "auto", seed: int = 0,
+                    return_fit: bool = False) -> GaborConv2d | tuple[GaborConv2d, GaborFit]:
         """A GaborConv2d with ``conv``'s configuration, its filters fitted to ``conv``'s weights.
 
         Every 2-D slice ``conv.weight[o, i]`` is fitted by :func:`~gaborlayer.fit_kernel`
@@ -378,10 +390,14 @@ class GaborConv1d(_GaborConvNd):
 
     _family = GABOR_1D
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 sigma=None, lambd=None, psi=None, amplitude=None, learn="all", zero_mean: bool = False,
-                 backend: str = "auto", output: str = "real"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int],
+                 stride: int | tuple[int] = 1, padding: str | int | tuple[int] = 0, dilation: int | tuple[int] = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
+                 sigma: float | torch.Tensor | None = None, lambd: float | torch.Tensor | None = None,
+                 psi: float | torch.Tensor | None = None, amplitude: float | torch.Tensor | bool | None = None,
+                 learn: str | Sequence[str] = "all", zero_mean: bool = False, backend: str = "auto",
+                 output: str = "real"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device, dtype, dict(sigma=sigma, lambd=lambd, psi=psi), amplitude, learn, zero_mean, backend,
                          output)
@@ -391,8 +407,9 @@ class GaborConv1d(_GaborConvNd):
         return self._to_conv()
 
     @classmethod
-    def from_conv1d(cls, conv: nn.Conv1d, *, amplitude: bool = True, learn="all", backend: str = "auto",
-                    seed: int = 0, return_fit: bool = False):
+    def from_conv1d(cls, conv: nn.Conv1d, *, amplitude: bool = True, learn: str | Sequence[str] = "all",
+                    backend: str = "auto", seed: int = 0,
+                    return_fit: bool = False) -> GaborConv1d | tuple[GaborConv1d, GaborFit]:
         """A GaborConv1d with ``conv``'s configuration, its filters fitted to ``conv``'s weights.
 
         As :meth:`GaborConv2d.from_conv2d`, for 1-D: every slice ``conv.weight[o, i]`` is fitted
@@ -460,10 +477,16 @@ class GaborConv3d(_GaborConvNd):
 
     _family = GABOR_3D
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 theta=None, phi=None, sigma=None, lambd=None, gamma=None, psi=None, amplitude=None, learn="all",
-                 zero_mean: bool = False, backend: str = "auto", output: str = "real"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int],
+                 stride: int | tuple[int, int, int] = 1, padding: str | int | tuple[int, int, int] = 0,
+                 dilation: int | tuple[int, int, int] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, *, theta: float | torch.Tensor | None = None,
+                 phi: float | torch.Tensor | None = None, sigma: float | torch.Tensor | None = None,
+                 lambd: float | torch.Tensor | None = None, gamma: float | torch.Tensor | None = None,
+                 psi: float | torch.Tensor | None = None, amplitude: float | torch.Tensor | bool | None = None,
+                 learn: str | Sequence[str] = "all", zero_mean: bool = False, backend: str = "auto",
+                 output: str = "real"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device, dtype, dict(theta=theta, phi=phi, sigma=sigma, lambd=lambd, gamma=gamma, psi=psi),
                          amplitude, learn, zero_mean, backend, output)

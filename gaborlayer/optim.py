@@ -8,6 +8,8 @@ filters barely change: ``docs/movement.md`` measures it and the effect of :func:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn as nn
 
 from . import _checks
@@ -17,7 +19,8 @@ from .modules import _GaborConvNd
 GABOR_LR_SCALE = 3.0
 
 
-def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE, **group_options) -> list[dict]:
+def param_groups(model: nn.Module, lr: float, *, scale: float = GABOR_LR_SCALE,
+                 **group_options: Any) -> list[dict]:
     """Two optimiser parameter groups: the Gabor filter parameters at ``scale * lr``, the rest at ``lr``.
 
     The Gabor parameters are every learnable parameter of every Gabor layer in ``model`` except its
