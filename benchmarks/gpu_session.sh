@@ -14,7 +14,7 @@
 # tool brings back at most 8 files, and this writes 6: setup, tests, bench_triton, bench_layer,
 # suite and summary). "all" runs the suite last: CI runs it too (on CPU), and only one of its tests
 # needs CUDA, so it is the step to lose when time runs short.
-#   setup         installs wheels carried in .whl/ (kornia, kornia_rs) into /tmp/site (PYTHONPATH),
+#   setup         installs wheels carried in .whl/, if any, into /tmp/site (PYTHONPATH),
 #                 `pip install --no-deps -e .`, prints nvidia-smi, python/torch/CUDA/triton versions
 #                 and the device; stops the whole run (exit 2) when torch sees no CUDA device. With
 #                 no C++ compiler or Python.h (torch.compile on CPU needs them) it sets
