@@ -246,22 +246,33 @@ def print_table(rows: list[dict]) -> None:
 
 
 def plot_curves(path: str, rows: list[dict]) -> None:
+    """Test accuracy per epoch, one panel per task: each seed thin, the mean over seeds thick with
+    markers (squares for nn.Conv2d, circles for GaborConv2d); one legend, under the panels."""
+    from matplotlib.ticker import MaxNLocator
+
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.3), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for r in rows:
             if r["task"] != task:
                 continue
-            color = "tab:red" if r["first"] == "GaborConv2d" else "tab:blue"
+            gabor = r["first"] == "GaborConv2d"
+            color = "tab:red" if gabor else "tab:blue"
             curves = 100 * np.array(r["curve"])  # (seeds, epochs)
             epochs = np.arange(1, curves.shape[1] + 1)
-            for c in curves:
-                ax.plot(epochs, c, "-", color=color, lw=0.7, alpha=0.35)
-            ax.plot(epochs, curves.mean(0), "o-", ms=3, color=color, label=f"{r['first']} (mean of {len(curves)})")
+            if len(curves) > 1:
+                for c in curves:
+                    ax.plot(epochs, c, "-", color=color, lw=0.7, alpha=0.35)
+            mean = f"mean of {len(curves)} seeds" if len(curves) > 1 else "1 seed"
+            ax.plot(epochs, curves.mean(0), "-", marker="o" if gabor else "s", ms=4.5 if gabor else 4, color=color,
+                    zorder=3 if gabor else 2, label=f"{r['first']} ({mean})")
         ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=task)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.margins(x=0.08, y=0.1)  # the first and last points off the frame
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 

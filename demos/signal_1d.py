@@ -20,12 +20,18 @@ noise, so a band-pass filter is pulled to the signal's spectral peak: the learne
 the filter that carries the read-out is compared with the known period and with the peak of
 the series' periodogram.
 
+It prints the learned periods and writes ``signal_periods.png`` to ``--out`` (default
+``demos/out/``): per series, the learned filters, their frequency responses over the series'
+periodogram, and the first 300 samples noisy, clean and denoised. ``--plot FILE`` writes the same
+figure to ``FILE`` as well.
+
 Run ``python demos/signal_1d.py`` (a few seconds; under two minutes on a shared 2-core CPU) or
-``--quick`` (CI). ``--plot FILE`` also writes the learned filters and the denoised series.
+``--quick`` (CI).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -113,7 +119,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="80 steps instead of 300 (CI)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", default=None, help="write a figure of the learned filters to this PNG")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"),
+                        help="directory for the PNG (default demos/out/)")
+    parser.add_argument("--plot", default=None, metavar="FILE",
+                        help="also write the figure to this file (kept for older command lines)")
     args = parser.parse_args(argv)
     steps = args.steps or (80 if args.quick else 300)
     torch.set_num_threads(1)  # small tensors: more threads only spin on a shared machine
@@ -137,35 +146,70 @@ def main(argv=None) -> dict:
         print(f"  learned period {learned:.2f} {unit}; known: {config['known']} = {config['period']:.2f} {unit}; "
               f"periodogram peak {peak:.2f} {unit}")
         results[name] = dict(learned=learned, known=config["period"], peak=peak, **result)
-    if args.plot:
-        plot(results, args.plot)
+    os.makedirs(args.out, exist_ok=True)
+    paths = [os.path.join(args.out, "signal_periods.png")] + ([args.plot] if args.plot else [])
+    plot(results, paths)
+    print(f"\nwrote {', '.join(paths)}")
     return results
 
 
-def plot(results: dict, path: str) -> None:
+def plot(results: dict, paths: list[str]) -> None:
+    """One row per series: the learned filters, their frequency responses over the periodogram, and
+    the first 300 samples noisy, clean and denoised; saved to every path in ``paths``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.2 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), 3, figsize=(13, 3.3 * len(results)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1.3]})
     for row, (name, r) in zip(axes, results.items()):
-        unit = DATASETS[name]["unit"]
-        weight = r["bank"].weight.detach()[:, 0]
+        config = DATASETS[name]
+        unit = config["unit"]
+        bank = r["bank"]
+        weight = bank.weight.detach()[:, 0].numpy()
+        lambd = bank.lambd.detach().flatten().numpy()
+        sigma = bank.sigma.detach().flatten().numpy()
+        main = int(np.argmax(r["share"].numpy()))
+        order = [i for i in range(len(weight)) if i != main] + [main]  # the filter that matters on top
         k = weight.shape[-1]
         x = np.arange(k) - (k - 1) / 2
-        for i, w in enumerate(weight):
-            row[0].plot(x, w.numpy(), label=f"lambd {r['bank'].lambd.flatten()[i].item():.1f}")
-        row[0].set(title=f"{name}: learned filters", xlabel=unit)
-        row[0].legend(fontsize=8)
+        # Frequency responses against the clean series' periodogram, each scaled to a peak of 1.
+        n_fft = 16 * max(k, len(r["clean"]))
+        freq = np.fft.rfftfreq(n_fft)
+        power = np.abs(np.fft.rfft(r["clean"].numpy(), n=n_fft)) ** 2
+        # The periodogram on top, thin: its peaks are narrower than any filter's band.
+        row[1].plot(freq, power / power.max(), color="0.3", lw=0.8, zorder=4, label="periodogram of the series")
+        for i in order:
+            style = dict(color="C3" if i == main else "C0", lw=1.6 if i == main else 1.0,
+                         ls="-" if i == main else "--", zorder=3 if i == main else 2)
+            label = f"filter {i}: lambd {lambd[i]:.1f}, sigma {sigma[i]:.1f}, share {r['share'][i].item():.2f}"
+            row[0].plot(x, weight[i], label=label, **style)
+            response = np.abs(np.fft.rfft(weight[i], n=n_fft))
+            row[1].plot(freq, response / response.max(), **style)
+        known = 1 / config["period"]
+        row[1].plot([known], [1.12], "v", color="k", ms=7, label=f"known period, {config['period']:.2f} {unit}")
+        row[0].set(title=f"{name}: learned filters (red: carries the output)", xlabel=f"tap ({unit})",
+                   xlim=(x[0], x[-1]), ylim=(-1.75, 1.15))
+        row[0].legend(fontsize=7, loc="lower center", framealpha=0.9)  # below the filters (peak 1, trough > -1)
+        row[1].set(title=f"{name}: |frequency response| (peak 1)", xlabel=f"frequency (cycles / {unit[:-1]})",
+                   xlim=(0, min(0.5, 5 * known)), ylim=(0, 1.25))
+        row[1].legend(fontsize=7, loc="upper right", framealpha=0.9)
         t = np.arange(len(r["clean"]))[:300]
-        row[1].plot(t, r["noisy"][:300], color="0.8", lw=0.6, label="noisy input")
-        row[1].plot(t, r["clean"][:300], color="k", lw=1, label="clean")
-        row[1].plot(t, r["fit"][:300], color="C3", lw=1, label="denoised")
-        row[1].set(title=f"{name}: first 300 samples", xlabel=unit)
-        row[1].legend(fontsize=8)
+        row[2].plot(t, r["noisy"][:300], color="0.75", lw=0.6, label="noisy input")
+        row[2].plot(t, r["clean"][:300], color="k", lw=1.0, label="clean")
+        row[2].plot(t, r["fit"][:300], color="C3", lw=1.0, label="denoised")
+        row[2].set(title=f"{name}: first {len(t)} samples (MSE {r['input_mse']:.2f} -> {r['output_mse']:.2f})",
+                   xlabel=unit, xlim=(0, t[-1]))
+        row[2].legend(fontsize=7, loc="upper right", ncol=3, framealpha=0.9)
+        low, high = np.percentile(r["noisy"][:300].numpy(), [0.5, 99.5])
+        row[2].set_ylim(low, high + 0.35 * (high - low))  # room for the legend above the traces
+    for ax in axes.flat:
+        ax.title.set_fontsize(10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    for path in paths:
+        fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

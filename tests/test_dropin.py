@@ -165,11 +165,11 @@ def test_new_figure_is_sized_by_the_grid():
 # -- bad input ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arg, kwargs, error, match", [
     (nn.Linear(3, 4), {}, TypeError, r"bank_or_module must be a GaborConv2d, an nn.Conv2d, .*got a Linear module"),
-    (nn.Conv1d(1, 2, 3), {}, TypeError, r"bank_or_module must be .*got a Conv1d module"),
+    (nn.ConvTranspose1d(1, 2, 3), {}, TypeError, r"bank_or_module must be .*got a ConvTranspose1d module"),
     ([[1.0, 2.0]], {}, TypeError, r"bank_or_module must be .*got a list object"),
     (None, {}, TypeError, r"bank_or_module must be .*got a NoneType object"),
     (torch.randn(7), {}, ValueError, r"bank_or_module must be .*\(N, kh, kw\).*got a tensor of shape \(7,\)"),
-    (torch.randn(1, 1, 2, 3, 3), {}, ValueError, r"got a tensor of shape \(1, 1, 2, 3, 3\)"),
+    (torch.randn(1, 1, 1, 2, 3, 3), {}, ValueError, r"got a tensor of shape \(1, 1, 1, 2, 3, 3\)"),
     (torch.randn(0, 3, 3), {}, ValueError, r"bank_or_module has no filters to draw: shape \(0, 3, 3\)"),
     (torch.randn(2, 3, 3, dtype=torch.complex64), {}, TypeError, r"real numbers, got dtype torch.complex64"),
     (torch.ones(2, 3, 3, dtype=torch.bool), {}, TypeError, r"real numbers, got dtype torch.bool"),

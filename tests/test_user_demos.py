@@ -1,5 +1,6 @@
-"""The demos answering our users' questions (demos/identity.py, demos/subpixel_shift.py): they run,
-write their images, and the pieces they rest on do what they claim."""
+"""The demos answering our users' questions (demos/identity.py, demos/subpixel_shift.py) and the 1-D
+demo (demos/signal_1d.py): they run, write their images to --out, and the pieces they rest on do what
+they claim."""
 from __future__ import annotations
 
 import math
@@ -20,6 +21,7 @@ import subpixel_shift  # noqa: E402
 @pytest.mark.parametrize("demo, names, marker", [
     ("identity.py", ("curves", "kernels", "deep"), "max abs(K-delta)"),
     ("subpixel_shift.py", ("curves", "filters", "scatter"), "phase corr."),
+    ("signal_1d.py", ("periods",), "learned period"),
 ])
 def test_user_demo_quick_writes_its_images(tmp_path, demo, names, marker):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "demos", demo), "--quick", "--out", str(tmp_path)],
@@ -30,6 +32,33 @@ def test_user_demo_quick_writes_its_images(tmp_path, demo, names, marker):
     for name in names:
         path = tmp_path / f"{prefix}_{name}.png"
         assert path.exists() and 5_000 < path.stat().st_size < 400_000, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{prefix}_{name}.png" for name in names)
+
+
+def test_signal_demo_plot_file_still_works(tmp_path):
+    """``--plot FILE`` (the older option) writes the same figure to FILE as well as to --out."""
+    extra = tmp_path / "extra.png"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "demos", "signal_1d.py"), "--quick", "--steps", "5",
+                             "--out", str(tmp_path / "out"), "--plot", str(extra)],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert extra.stat().st_size == (tmp_path / "out" / "signal_periods.png").stat().st_size > 5_000
+
+
+# -- subpixel: no winner called within the seed-to-seed spread ---------------------------------------
+def test_subpixel_verdict_needs_a_difference_beyond_the_seed_spread():
+    def runs(gabor, conv):
+        return {**{("Gabor", "corr", s): {"t": v} for s, v in enumerate(gabor)},
+                **{("Conv2d", "corr", s): {"t": v} for s, v in enumerate(conv)}}
+
+    one = subpixel_shift.verdict(runs([1.146], [1.149]), "corr", [0], 1.155, test="t")
+    assert one.startswith("no difference measurable with one seed") and "wins" not in one
+    close = subpixel_shift.verdict(runs([0.40, 0.44], [0.43, 0.45]), "corr", [0, 1], 1.155, test="t")
+    assert close.startswith("no clear winner")
+    clear = subpixel_shift.verdict(runs([0.303, 0.303], [0.418, 0.452]), "corr", [0, 1], 1.155, test="t")
+    assert clear.startswith("Gabor front end wins by 0.132 px")
+    other = subpixel_shift.verdict(runs([0.50, 0.52], [0.30, 0.31]), "corr", [0, 1], 1.155, test="t")
+    assert other.startswith("Conv2d front end wins")
 
 
 # -- identity ------------------------------------------------------------------------------------
