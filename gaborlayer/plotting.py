@@ -122,6 +122,25 @@ def plot_bank(bank_or_module: nn.Module | torch.Tensor | np.ndarray, *, ncols: i
     rgb = tiles.ndim == (3 if lines else 4)
     n = tiles.shape[0]
     tile_w = _LINE_TILE_INCHES if lines else _TILE_INCHES
+    ncols = _checked_ncols(ncols, n, group, tile_w)
+    _check_options(title, symmetric, scale, cmap, fig, matplotlib, FigureBase)
+    nrows = math.ceil(n / ncols)
+    fig, box = _figure_and_grid_box(fig, title, ncols * tile_w, nrows * _TILE_INCHES)
+    limits = _limits(tiles, symmetric, scale)
+    grid = fig.add_gridspec(nrows, ncols, wspace=0.1, hspace=0.1, **box)
+    for i in range(n):
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
+        lo, hi = limits[i]
+        if lines:
+            _draw_lines(ax, tiles[i], lo, hi, rgb)
+        else:
+            _draw_image(ax, tiles[i], lo, hi, rgb, cmap)
+    return fig
+
+
+def _checked_ncols(ncols, n: int, group: int, tile_w: float) -> int:
+    """Tiles per row: the given ``ncols`` (at most ``n``), or about the square root of the number of
+    tiles, in whole output channels per row for a bank with ``group`` input channels."""
     if ncols is None:
         # About sqrt(n * tile height / tile width) per row, so the grid is roughly square in inches;
         # a bank with in_channels > 1 ("all"): whole output channels per row.
@@ -129,8 +148,10 @@ def plot_bank(bank_or_module: nn.Module | torch.Tensor | np.ndarray, *, ncols: i
         ncols = max(1, round(per_row / group)) * group if group > 1 else math.ceil(per_row)
     elif not isinstance(ncols, numbers.Integral) or isinstance(ncols, bool) or ncols < 1:
         raise ValueError(f"ncols must be a positive int or None, got {ncols!r}")
-    ncols = int(min(ncols, n))
-    nrows = math.ceil(n / ncols)
+    return int(min(ncols, n))
+
+
+def _check_options(title, symmetric, scale, cmap, fig, matplotlib, figure_base) -> None:
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     if not isinstance(symmetric, bool):
@@ -139,11 +160,14 @@ def plot_bank(bank_or_module: nn.Module | torch.Tensor | np.ndarray, *, ncols: i
         raise ValueError(f"scale must be 'tile' or 'bank', got {scale!r}")
     if isinstance(cmap, str) and cmap not in matplotlib.colormaps:
         raise ValueError(f"cmap must be a matplotlib colormap or the name of one, got {cmap!r}")
-    if fig is not None and not isinstance(fig, FigureBase):
+    if fig is not None and not isinstance(fig, figure_base):
         raise TypeError(f"fig must be a matplotlib Figure or SubFigure (or None for a new figure), "
                         f"got {type(fig).__name__}")
 
-    grid_w, grid_h = ncols * tile_w, nrows * _TILE_INCHES
+
+def _figure_and_grid_box(fig, title, grid_w: float, grid_h: float):
+    """The figure (a new one sized by the grid, or ``fig``), its title placed, and the box
+    (``left``, ``right``, ``bottom``, ``top`` in figure fractions) the grid of tiles fills."""
     if fig is None:
         import matplotlib.pyplot as plt
         width = max(grid_w, _MIN_TITLED_INCHES) if title else grid_w
@@ -165,23 +189,17 @@ def plot_bank(bank_or_module: nn.Module | torch.Tensor | np.ndarray, *, ncols: i
         box = dict(left=0.02, right=0.98, bottom=0.02, top=top - 0.02)
     if title:
         fig._suptitle.set_y(1 - _TITLE_PAD_INCHES / height)
+    return fig, box
 
-    limits = _limits(tiles, symmetric, scale)
-    grid = fig.add_gridspec(nrows, ncols, wspace=0.1, hspace=0.1, **box)
-    for i in range(n):
-        ax = fig.add_subplot(grid[i // ncols, i % ncols])
-        lo, hi = limits[i]
-        if lines:
-            _draw_lines(ax, tiles[i], lo, hi, rgb)
-            continue
-        if rgb:
-            image = np.clip((tiles[i] - lo) / (hi - lo), 0.0, 1.0)
-            image = np.where(np.isfinite(image), image, 1.0)  # blank (white) where not finite
-            ax.imshow(image, interpolation="nearest")
-        else:
-            ax.imshow(tiles[i], cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_axis_off()
-    return fig
+
+def _draw_image(ax, tile: np.ndarray, lo: float, hi: float, rgb: bool, cmap) -> None:
+    if rgb:
+        image = np.clip((tile - lo) / (hi - lo), 0.0, 1.0)
+        image = np.where(np.isfinite(image), image, 1.0)  # blank (white) where not finite
+        ax.imshow(image, interpolation="nearest")
+    else:
+        ax.imshow(tile, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+    ax.set_axis_off()
 
 
 def _draw_lines(ax, tile: np.ndarray, lo: float, hi: float, rgb: bool) -> None:
