@@ -40,8 +40,8 @@ import torch
 
 from gaborlayer import fit_kernel, fit_response, gabor_conv2d
 from gaborlayer._family import GABOR_2D
-from gaborlayer.fit import _bounds, _normal_equations, _Quadratic, _refine, _same_padding, _single_threaded_blas
-from gaborlayer.functional import _bank
+from gaborlayer.fit import _bounds, _normal_equations, _Quadratic, _refine, _single_threaded_blas
+from gaborlayer.functional import _bank, _pad_amounts
 from gaborlayer.testing import IDENTIFIABLE, add_noise, is_recovered, recovery_error, sample_params
 
 PARAM_NAMES = GABOR_2D.names  # theta, sigma, lambd, gamma, psi
@@ -115,7 +115,7 @@ def objective_of(case: dict) -> _Quadratic:
     if "kernel" in case:
         t = case["kernel"].reshape(-1)
         return _Quadratic(t, float(t.square().sum()), None, (size, size))
-    gram, rhs, y_sq = _normal_equations(case["x"], case["y"], size, size, _same_padding(size, size))
+    gram, rhs, y_sq = _normal_equations(case["x"], case["y"], size, size, _pad_amounts("same", (size, size), (1, 1)))
     return _Quadratic(rhs, y_sq, gram, (size, size))
 
 

@@ -24,6 +24,10 @@ class Lower(NamedTuple):
     value: float
     inclusive: bool = False
 
+    def holds(self, value):
+        """Whether ``value`` (a float, or a tensor elementwise) is within the bound."""
+        return value >= self.value if self.inclusive else value > self.value
+
     def __str__(self) -> str:
         return f"{'>=' if self.inclusive else '>'} {self.value}"
 
@@ -52,21 +56,22 @@ def ints(value, name: str, n: int, *, minimum: int = 1) -> tuple[int, ...]:
     return tuple(int(v) for v in items)
 
 
-def positive_int(value, name: str) -> int:
+def _int_at_least(value, name: str, minimum: int, words: str) -> int:
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {words}, got {value!r}")
     return int(value)
+
+
+def positive_int(value, name: str) -> int:
+    """An int (not a bool) ``>= 1``, e.g. a channel count."""
+    return _int_at_least(value, name, 1, "a positive int")
 
 
 def nonnegative_int(value, name: str) -> int:
     """An int (not a bool) ``>= 0``, e.g. a seed."""
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return int(value)
+    return _int_at_least(value, name, 0, "a non-negative int")
 
 
 def boolean(value, name: str) -> bool:
@@ -79,23 +84,17 @@ def boolean(value, name: str) -> bool:
     raise TypeError(f"{name} must be a bool (True or False), got {value!r}")
 
 
-def real(value, name: str) -> float:
-    """A real number (not a bool), as a float."""
+def real(value, name: str, what: str = "a float or a floating-point tensor") -> float:
+    """A real Python (or numpy) number, not a bool, as a float; ``what`` the argument may be, in the
+    message (``"a float"`` for an argument that takes no tensor)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(value).__name__}")
-    return float(value)
-
-
-def _number(value, name: str) -> float:
-    """A real Python (or numpy) number, not a bool, as a float: an argument that takes no tensor."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     return float(value)
 
 
 def finite_real(value, name: str) -> float:
     """A finite real number (not a bool), as a float, e.g. a gain."""
-    value = _number(value, name)
+    value = real(value, name, "a float")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
@@ -103,7 +102,7 @@ def finite_real(value, name: str) -> float:
 
 def positive_real(value, name: str) -> float:
     """A finite real number ``> 0`` (not a bool), as a float, e.g. a learning rate."""
-    value = _number(value, name)
+    value = real(value, name, "a float")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
     if not value > 0:
@@ -200,20 +199,16 @@ def as_param_tensors(values: dict, *, dtype=None, device=None, bounds: dict[str,
 def _representable(value: float, name: str, dtype: torch.dtype, bound: Lower | None) -> None:
     """Raise if the finite number ``value`` (within ``bound``) becomes non-finite, or falls out of
     ``bound``, when rounded to ``dtype``. Values already out of range are left to :func:`check_values`."""
-    if not math.isfinite(value) or (bound is not None and not _within(value, bound)):
+    if not math.isfinite(value) or (bound is not None and not bound.holds(value)):
         return
     rounded = torch.tensor(value, dtype=dtype).item()
     if not math.isfinite(rounded):
         raise ValueError(f"{name} = {value!r} overflows {dtype} (rounds to {rounded}); {name} must be finite "
                          f"there: give a smaller value or parameters of a wider dtype (a float64 tensor)")
-    if bound is not None and not _within(rounded, bound):
+    if bound is not None and not bound.holds(rounded):
         how = "underflows" if rounded == 0 else "is rounded out of range in"
         raise ValueError(f"{name} = {value!r} {how} {dtype} (rounds to {rounded}); {name} must be {bound} "
                          f"there: give a larger value or parameters of a wider dtype (a float64 tensor)")
-
-
-def _within(value: float, bound: Lower) -> bool:
-    return value >= bound.value if bound.inclusive else value > bound.value
 
 
 def broadcast(values: dict) -> list[torch.Tensor]:
@@ -238,9 +233,18 @@ def check_values(values: dict, bounds: dict[str, Lower]) -> None:
             raise ValueError(f"{name} must be finite, got {vd[~finite_].flatten()[0].item()}")
         bound = bounds.get(name)
         if bound is not None:
-            below = vd < bound.value if bound.inclusive else vd <= bound.value
+            below = ~bound.holds(vd)
             if bool(below.any()):
                 raise ValueError(f"{name} must be {bound}, got {vd[below].flatten()[0].item()}")
+
+
+def checked_params(values: dict, bounds: dict[str, Lower]) -> dict[str, torch.Tensor]:
+    """Parameters given as numbers or tensors, by name: tensors of one dtype and device
+    (:func:`as_param_tensors`), finite and within ``bounds`` (:func:`check_values`), broadcast to
+    one shape (:func:`broadcast`), in ``values``' order."""
+    tensors = dict(zip(values, as_param_tensors(values, bounds=bounds)))
+    check_values(tensors, bounds)
+    return dict(zip(tensors, broadcast(tensors)))
 
 
 def param_values(values: dict, bounds: dict[str, Lower], shape) -> dict[str, torch.Tensor]:

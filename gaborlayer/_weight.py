@@ -58,20 +58,26 @@ class WeightFromParameters:
         return gabor_weight(self._family.dims, self._names(), self.kernel_size, self.groups, self.output,
                             self.zero_mean, self.backend, layout, *stored)
 
-    def _forward_weight(self) -> tuple[torch.Tensor, bool]:
-        """The bank forward convolves with, and whether it is the cached one (never handed out)."""
+    def _weight_is_built(self, what: str) -> str:
+        """The message of every refused write to ``.weight``: ``what`` was refused, and how to set filters."""
+        return _WEIGHT_IS_BUILT.format(name=type(self).__name__, params=", ".join(self._names()),
+                                       dims=self._family.dims, what=what)
+
+    def _forward_weight(self) -> tuple[torch.Tensor, str]:
+        """The bank forward convolves with, and where it comes from: ``"traced"`` (fx or
+        torch.compile: no cache, no bookkeeping on proxies), ``"cached"`` (the cache's own, never
+        handed out) or ``"built"``."""
         stored = _storage.stored(self, self._names())
         if fx_tracing() or torch.compiler.is_compiling():
-            return self._build_weight(stored), False  # traced: no cache, no bookkeeping on proxies
+            return self._build_weight(stored), "traced"
         if self._write_guard.written():
-            raise RuntimeError(_WEIGHT_IS_BUILT.format(
-                name=type(self).__name__, params=", ".join(self._names()), dims=self._family.dims,
-                what="it was written in place (e.g. by torch.nn.init or weight.mul_()), which cannot change "
-                     "what forward computes, so the write is refused"))
+            raise RuntimeError(self._weight_is_built(
+                "it was written in place (e.g. by torch.nn.init or weight.mul_()), which cannot change "
+                "what forward computes, so the write is refused"))
         if cacheable(self.training, stored):
             config = (self.kernel_size, self.zero_mean, self.backend, self.output, self._memory_format)
-            return self._cache.get(stored, config, lambda: self._build_weight(stored)), True
-        return self._build_weight(stored), False
+            return self._cache.get(stored, config, lambda: self._build_weight(stored)), "cached"
+        return self._build_weight(stored), "built"
 
     @property
     def weight(self) -> torch.Tensor:
@@ -83,25 +89,23 @@ class WeightFromParameters:
         Gabor parameters: nothing done to it reaches what ``forward`` computes. So that no write
         is silently lost, assigning ``.weight`` raises, and a write into it in place
         (``nn.init.*``, ``weight.mul_()``) raises at the layer's next read or forward."""
-        bank, cached = self._forward_weight()
-        if fx_tracing() or torch.compiler.is_compiling():
+        bank, source = self._forward_weight()
+        if source == "traced":
             return bank
-        return self._write_guard.hand_out(bank.clone() if cached else bank)
+        return self._write_guard.hand_out(bank.clone() if source == "cached" else bank)
 
     def __setattr__(self, name: str, value) -> None:
         if name == "weight":
-            raise AttributeError(_WEIGHT_IS_BUILT.format(
-                name=type(self).__name__, params=", ".join(self._names()), dims=self._family.dims,
-                what="it cannot be assigned (for batch-norm fusion: "
-                     f"torch.nn.utils.fuse_conv_bn_eval(layer.to_conv{self._family.dims}d(), bn))"))
+            raise AttributeError(self._weight_is_built(
+                "it cannot be assigned (for batch-norm fusion: "
+                f"torch.nn.utils.fuse_conv_bn_eval(layer.to_conv{self._family.dims}d(), bn))"))
         super().__setattr__(name, value)
 
     def register_parameter(self, name: str, param) -> None:
         if name.startswith("weight"):  # torch.nn.utils.prune registers weight_orig, parametrize likewise
-            raise RuntimeError(_WEIGHT_IS_BUILT.format(
-                name=type(self).__name__, params=", ".join(self._names()), dims=self._family.dims,
-                what=f"it cannot be pruned or re-parametrised as a free weight (torch.nn.utils.prune, "
-                     f"parametrize) under the name {name!r}; prune the plain conv of to_conv{self._family.dims}d()"))
+            raise RuntimeError(self._weight_is_built(
+                f"it cannot be pruned or re-parametrised as a free weight (torch.nn.utils.prune, "
+                f"parametrize) under the name {name!r}; prune the plain conv of to_conv{self._family.dims}d()"))
         super().register_parameter(name, param)
 
     def __prepare_scriptable__(self):

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from . import _checks
 from ._autograd import GaborKernel2d
 from ._family import GABOR_2D
-from .functional import _bank, canonicalize
+from .functional import _bank, _pad_amounts, canonicalize
 
 _LOG = (False, True, True, True, False)  # which coordinates are optimised as logarithms
 _DTYPE = torch.float64
@@ -637,24 +637,18 @@ def _fit_kernel1d(kernels: torch.Tensor, *, amplitude: bool, seed: int = 0) -> G
     return _fit_targets(kernels.to(_DTYPE)[:, None, :], fixed_t, {}, seed, amplitude, True, t0)
 
 
-def _same_padding(kh: int, kw: int) -> tuple[int, int, int, int]:
-    """``F.pad`` amounts (left, right, top, bottom) that reproduce ``F.conv2d(padding="same")``."""
-    return (kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2
-
-
-def _pads(padding, kh: int, kw: int) -> tuple[int, int, int, int]:
-    """``F.pad`` amounts for ``F.conv2d``'s ``padding`` (``"same"``, ``"valid"``, an int or a pair)."""
-    if padding == "same":
-        return _same_padding(kh, kw)
-    if padding == "valid":
-        return (0, 0, 0, 0)
+def _pads(padding, kh: int, kw: int) -> list[int]:
+    """``F.pad`` amounts (left, right, top, bottom) for ``F.conv2d``'s ``padding`` (``"same"``,
+    ``"valid"``, an int or a pair), checked."""
     if isinstance(padding, str):
-        raise ValueError(f"padding must be 'same', 'valid' or non-negative ints, got {padding!r}")
-    ph, pw = _checks.ints(padding, "padding", 2, minimum=0)
-    return (pw, pw, ph, ph)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same', 'valid' or non-negative ints, got {padding!r}")
+    else:
+        padding = _checks.ints(padding, "padding", 2, minimum=0)
+    return _pad_amounts(padding, (kh, kw), (1, 1))
 
 
-def _check_response(x, y, kernel_size, padding) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+def _check_response(x, y, kernel_size, padding) -> tuple[tuple[int, int], list[int]]:
     """Check :func:`fit_response`'s arguments; the kernel size ``(kh, kw)`` and the ``F.pad`` amounts."""
     kh, kw = _checks.ints(kernel_size, "kernel_size", 2)
     _check_size(kh, kw, "kernel_size")

@@ -101,13 +101,25 @@ def _bank(family: GaborFamily, params: dict, size: tuple[int, ...], *, zero_mean
     return bank.to(dtype).reshape(*params[family.names[0]].shape, *size)
 
 
+def _pad_amounts(padding, kernel_size: tuple[int, ...], dilation: tuple[int, ...]) -> list[int]:
+    """``F.pad``'s amounts (last dimension first) that reproduce a convolution's ``padding``
+    (``"same"``, ``"valid"`` or one int per dimension, already checked), as ``nn.ConvNd`` computes
+    its ``_reversed_padding_repeated_twice``."""
+    if padding == "valid":
+        return [0, 0] * len(kernel_size)
+    if padding == "same":
+        pads = []
+        for d, k in zip(reversed(dilation), reversed(kernel_size)):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return pads
+    return [p for p in reversed(padding) for _ in range(2)]
+
+
 def _checked_params(family: GaborFamily, args) -> dict[str, torch.Tensor]:
     """The parameters (``args`` in ``family.names`` order) as tensors of one dtype and device,
     checked and broadcast to one shape, by name."""
-    values = dict(zip(family.names, _checks.as_param_tensors(dict(zip(family.names, args)),
-                                                              bounds=_checks.BANK_BOUNDS)))
-    _checks.check_values(values, _checks.BANK_BOUNDS)
-    return dict(zip(family.names, _checks.broadcast(values)))
+    return _checks.checked_params(dict(zip(family.names, args)), _checks.BANK_BOUNDS)
 
 
 def _pairs(even: torch.Tensor, odd: torch.Tensor, groups: int) -> torch.Tensor:
@@ -468,9 +480,7 @@ def _checked_extent_args(theta, sigma, gamma, n_sigma) -> tuple:
     given = {"theta": theta, "sigma": sigma, "gamma": gamma}
     if theta is None:
         del given["theta"]
-    values = dict(zip(given, _checks.as_param_tensors(given, bounds=_checks.BANK_BOUNDS)))
-    _checks.check_values(values, _checks.BANK_BOUNDS)
-    values = dict(zip(values, _checks.broadcast(values)))
+    values = _checks.checked_params(given, _checks.BANK_BOUNDS)
     return values.get("theta"), values["sigma"], values["gamma"], _checks.positive_real(n_sigma, "n_sigma")
 
 
@@ -519,9 +529,7 @@ def canonicalize(theta: float | torch.Tensor, psi: float | torch.Tensor) -> tupl
         >>> round(t.item(), 4), round(p.item(), 4)
         (2.3562, -0.5)
     """
-    values = dict(zip(("theta", "psi"), _checks.as_param_tensors({"theta": theta, "psi": psi})))
-    _checks.check_values(values, {})
-    theta, psi = _checks.broadcast(values)
+    theta, psi = _checks.checked_params({"theta": theta, "psi": psi}, {}).values()
     # (-pi, pi], with exact argument reduction; an angle already there is kept bit for bit.
     theta = torch.where((theta > -math.pi) & (theta <= math.pi), theta, torch.atan2(torch.sin(theta), torch.cos(theta)))
     psi = torch.where((psi > -math.pi) & (psi <= math.pi), psi, torch.atan2(torch.sin(psi), torch.cos(psi)))

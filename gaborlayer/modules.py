@@ -25,7 +25,7 @@ from ._extent import GaborTruncationWarning, extent_report, warn_extent
 from ._family import GABOR_1D, GABOR_2D, GABOR_3D, GaborFamily
 from ._layout import requested_memory_format
 from ._weight import WeightFromParameters
-from .functional import OUTPUTS, _combine, _pair_bias, resolve_backend
+from .functional import OUTPUTS, _combine, _pad_amounts, _pair_bias, resolve_backend
 from .init import classic_bank1d, classic_bank2d, classic_bank3d
 
 if TYPE_CHECKING:
@@ -63,19 +63,6 @@ def _conv_config(dims: int, in_channels, out_channels, kernel_size, stride, padd
     return config
 
 
-def _reversed_padding(padding, kernel_size, dilation) -> list[int]:
-    """F.pad's padding for non-zero padding modes, as nn.ConvNd computes it."""
-    if padding == "valid":
-        return [0, 0] * len(kernel_size)
-    if padding == "same":
-        pads = []
-        for d, k in zip(reversed(dilation), reversed(kernel_size)):
-            total = d * (k - 1)
-            pads += [total // 2, total - total // 2]
-        return pads
-    return [p for p in reversed(padding) for _ in range(2)]
-
-
 class _GaborConvNd(WeightFromParameters, nn.Module):
     """What the Gabor layers share: the configuration and ``forward``. A subclass sets ``_family``
     and gives the constructor its named parameters."""
@@ -90,7 +77,7 @@ class _GaborConvNd(WeightFromParameters, nn.Module):
         for name, value in _conv_config(family.dims, in_channels, out_channels, kernel_size, stride, padding,
                                         dilation, groups, padding_mode).items():
             setattr(self, name, value)
-        self._reversed_padding_repeated_twice = _reversed_padding(self.padding, self.kernel_size, self.dilation)
+        self._reversed_padding_repeated_twice = _pad_amounts(self.padding, self.kernel_size, self.dilation)
         _checks.floating_dtype(dtype)
         resolve_backend(backend, dims=family.dims)
         self.backend = backend
@@ -169,9 +156,10 @@ class _GaborConvNd(WeightFromParameters, nn.Module):
         names the filter and the numbers (once per module; silence it with :mod:`warnings` filters).
 
         Returns:
-            dict with ``"cut"`` and ``"near_nyquist"``: boolean tensors ``(out_channels,
+            dict with ``"cut"``, ``"near_nyquist"`` and ``"non_finite"`` (a parameter is NaN or
+            inf: such a filter is skipped by the other two): boolean tensors ``(out_channels,
             in_channels // groups)``, and ``"suggested_kernel_size"``: the smallest odd kernel
-            size that holds every filter's 3-sigma envelope.
+            size that holds every finite filter's 3-sigma envelope (``None`` if there is none).
         """
         family = self._family
         first = _storage.stored(self, family.names[:1])[0]
