@@ -1,0 +1,692 @@
+"""Evidence: when does a Gabor first layer help a real model? A multi-seed benchmark.
+
+Five models, each trained from scratch with its first ``nn.Conv2d`` as it is and with that layer
+swapped (by :func:`gaborlayer.replace_conv2d`, same arguments) for each Gabor variant:
+
+- ``tfeat``, ``hardnet``, ``sosnet``: kornia.feature's TFeat, HardNet and SOSNet descriptors
+  (``pretrained=False``), trained with HardNet's hardest-in-batch triplet loss on 32 x 32 patch
+  pairs cut from bundled images; the second patch of each pair is the first one's 64 x 64
+  neighbourhood after a known random transform (kornia.augmentation: rotation, scale, shift,
+  brightness, contrast, noise), cropped back to 32 x 32. Evaluated on pairs from other images:
+  FPR at 95% recall and mean average precision of retrieving each patch's partner;
+- ``digits``: the small CNN of ``demos/dropin.py`` on scikit-learn's digits (24 x 24);
+- ``texture``: the same CNN classifying 32 x 32 patches of six bundled images (brick, grass,
+  gravel, moon, cell, hubble_deep_field; training patches from the top half of each image, test
+  patches from the bottom half).
+
+Variants of the first layer (``VARIANTS``): ``conv`` (the model as written), ``gabor`` (classic
+init, all parameters learned, one learning rate), ``fixed_theta`` (theta frozen at the classic
+bank's 8 orientations, as Perez et al. 2020), ``groups`` (Gabor parameters at 3x the learning
+rate, :func:`gaborlayer.optim.param_groups`), ``magnitude`` (``output="magnitude"``: each
+filter's quadrature-pair energy). After training, every real-output Gabor layer is converted with
+``to_conv2d()`` and the converted model's outputs are compared with the trained one's; its
+inference is timed against the Gabor model and the plain model.
+
+Regimes: every cell is trained on a fraction of the training set (``FULL[task]["sizes"]``) for the same number
+of optimiser steps; the models trained on all of it are also tested on corrupted test inputs
+(Gaussian noise, Gaussian blur, rotation, contrast reduction, several strengths each).
+
+No hyperparameter search for any variant: one setting per task (Adam, one-cycle schedule; the
+learning rates below), fixed before the first run and the same for every variant; the ``groups``
+variant's factor is the library default (3). Seeds 0..n-1 give every variant the same body
+initialisation, training subset, batches and corruptions, so the comparison is paired.
+
+Each cell runs in its own worker process, one thread, ``torch.use_deterministic_algorithms``;
+the results are written to ``--json`` (default ``docs/data/evidence.json``) after every cell, so
+an interrupted run keeps what it finished and ``--resume`` continues it. ``--plot`` reads that
+file and writes ``docs/images/evidence_*.png`` and the tables of ``docs/evidence.md``.
+
+Run ``python benchmarks/dropin_models.py`` (the full run), ``--quick`` (CI, about a minute), and
+``python benchmarks/dropin_models.py --plot``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "demos"))
+
+TASKS = ("digits", "texture", "tfeat", "hardnet", "sosnet")
+MATCHING = ("tfeat", "hardnet", "sosnet")
+VARIANTS = {  # name -> (GaborConv2d keyword arguments or None for the plain conv, Gabor learning-rate factor)
+    "conv": (None, 1.0),
+    "gabor": ({}, 1.0),
+    "fixed_theta": ({"learn": ("sigma", "lambd", "gamma", "psi")}, 1.0),
+    "groups": ({}, 3.0),  # gaborlayer.optim.GABOR_LR_SCALE, the library default
+    "magnitude": ({"output": "magnitude"}, 1.0),
+}
+LABELS = {"conv": "nn.Conv2d", "gabor": "Gabor", "fixed_theta": "Gabor, theta fixed",
+          "groups": "Gabor, param_groups x3", "magnitude": "Gabor magnitude"}
+CORRUPTIONS = {"noise": (0.05, 0.1, 0.2), "blur": (0.75, 1.5, 3.0), "rotation": (15, 45, 90),
+               "contrast": (0.5, 0.25, 0.1)}
+UNITS = {"noise": "std (image range 0..1)", "blur": "sigma (px)", "rotation": "degrees", "contrast": "factor"}
+# One setting per task, the same for every variant: optimiser steps, batch (images or pairs), Adam lr,
+# and the training fractions swept (HardNet and SOSNet cost ~10x TFeat per step: two sizes).
+FULL = {"digits": dict(steps=200, batch=64, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "texture": dict(steps=200, batch=32, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "tfeat": dict(steps=100, batch=32, lr=1e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "hardnet": dict(steps=40, batch=32, lr=1e-3, sizes=(0.05, 1.0)),
+        "sosnet": dict(steps=40, batch=32, lr=1e-3, sizes=(0.05, 1.0))}
+QUICK = {task: dict(cfg, steps=3, batch=16, sizes=(1.0,)) for task, cfg in FULL.items()}
+SEEDS = 5
+TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "hubble_deep_field")
+MATCH_TRAIN = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "china.jpg")
+MATCH_TEST = ("camera", "coins", "clock", "cell", "flower.jpg")
+
+
+# -- data ------------------------------------------------------------------------------------------
+def gray_image(name: str) -> torch.Tensor:
+    """A bundled image as a float gray image ``(H, W)`` in [0, 1]: scikit-learn's for ``*.jpg``,
+    scikit-image's otherwise."""
+    if name.endswith(".jpg"):
+        from sklearn.datasets import load_sample_image
+        image = load_sample_image(name)
+    else:
+        import skimage.data
+        image = getattr(skimage.data, name)()
+    image = torch.tensor(np.asarray(image), dtype=torch.float32)
+    image = image[..., :3].mean(-1) if image.ndim == 3 else image
+    return image / 255
+
+
+def crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size x size`` crop of ``(N, C, H, W)``."""
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def textured_regions(image: torch.Tensor, n: int, side: int, gen: torch.Generator, rows=None) -> torch.Tensor:
+    """``n`` random ``side x side`` regions ``(n, 1, side, side)`` of ``image`` (within ``rows``, a
+    slice), drawn among candidates whose variance is above the image's median (no flat sky)."""
+    image = image[rows] if rows is not None else image
+    h, w = image.shape
+    top = torch.randint(0, h - side + 1, (8 * n,), generator=gen)
+    left = torch.randint(0, w - side + 1, (8 * n,), generator=gen)
+    regions = torch.stack([image[t:t + side, s:s + side] for t, s in zip(top.tolist(), left.tolist())])
+    var = regions.var((-2, -1))
+    keep = torch.nonzero(var > var.median()).flatten()[:n]
+    return regions[keep, None]
+
+
+def classification_data(task: str, quick: bool) -> dict:
+    """Training images ``(N, 1, s, s)`` and test images ``(M, 1, s + 2 m, s + 2 m)`` (a margin ``m``
+    that rotations fill), both in [0, 1], labels, ``size = s`` and the class count."""
+    gen = torch.Generator().manual_seed(0)
+    if task == "digits":
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+        digits = load_digits()
+        x = F.interpolate(torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16, size=(24, 24),
+                          mode="bilinear", align_corners=False).clamp(0, 1)
+        y = torch.tensor(digits.target)
+        i_train, i_test = train_test_split(np.arange(len(y)), test_size=0.3, stratify=digits.target, random_state=0)
+        if quick:
+            i_train, i_test = i_train[:200], i_test[:100]
+        return dict(train=(x[i_train], y[i_train]), test=(x[i_test], y[i_test]), size=24, classes=10)
+    n_train, n_test = (20, 10) if quick else (300, 150)
+    xs, ys, xt, yt = [], [], [], []
+    for label, name in enumerate(TEXTURES):
+        image = gray_image(name)
+        image = ((image - image.mean()) / image.std() * 0.2 + 0.5).clamp(0, 1)  # no brightness cue
+        half = image.shape[0] // 2
+        xs.append(textured_regions(image, n_train, 32, gen, slice(0, half)))
+        xt.append(textured_regions(image, n_test, 48, gen, slice(half, None)))
+        ys += [label] * len(xs[-1])
+        yt += [label] * len(xt[-1])
+    return dict(train=(torch.cat(xs), torch.tensor(ys)), test=(torch.cat(xt), torch.tensor(yt)), size=32,
+                classes=len(TEXTURES))
+
+
+def pair_transform():
+    """The known transform that makes a positive: a 64 x 64 neighbourhood, rotated, scaled,
+    shifted, its brightness and contrast changed and noise added (kornia.augmentation)."""
+    import kornia.augmentation as K
+    return nn.Sequential(K.RandomAffine(degrees=20, translate=(0.03, 0.03), scale=(0.9, 1.1), p=1.0),
+                         K.ColorJiggle(brightness=0.1, contrast=0.2, p=1.0),
+                         K.RandomGaussianNoise(std=0.01, p=1.0))
+
+
+def matching_data(quick: bool) -> dict:
+    """Patch pairs: ``train = (A, B)`` of ``(N, 1, 32, 32)``; ``test = (A, B64)`` with ``B64`` the
+    transformed 64 x 64 neighbourhoods ``(M, 1, 64, 64)`` (corrupted, then cropped, at test)."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # kornia.augmentation draws from torch's global generator
+    transform = pair_transform()
+    per_image_train, per_image_test = (16, 16) if quick else (500, 80)
+
+    def pairs(names, n):
+        regions = torch.cat([textured_regions(gray_image(name), n, 64, gen) for name in names])
+        with torch.no_grad():
+            moved = transform(regions).clamp(0, 1)
+        return crop(regions, 32).contiguous(), moved
+
+    a, b = pairs(MATCH_TRAIN, per_image_train)
+    at, bt = pairs(MATCH_TEST, per_image_test)
+    return dict(train=(a, crop(b, 32).contiguous()), test=(at, bt), size=32)
+
+
+@functools.lru_cache(maxsize=None)
+def task_data(task: str, quick: bool) -> dict:
+    return matching_data(quick) if task in MATCHING else classification_data(task, quick)
+
+
+def corrupt(x: torch.Tensor, kind: str, strength: float, seed: int) -> torch.Tensor:
+    """``x`` ``(N, 1, H, W)`` in [0, 1] corrupted by ``kind`` at ``strength`` (kornia); the same
+    draw for every model (``seed``)."""
+    import kornia.augmentation as K
+    import kornia.enhance
+    torch.manual_seed(seed)
+    if kind == "noise":
+        return (x + strength * torch.randn_like(x)).clamp(0, 1)
+    if kind == "blur":
+        k = 2 * math.ceil(3 * strength) + 1
+        return K.RandomGaussianBlur((k, k), (strength, strength), p=1.0)(x)
+    if kind == "rotation":
+        return K.RandomRotation(degrees=(strength, strength), p=1.0)(x)
+    if kind == "contrast":
+        return kornia.enhance.adjust_contrast_with_mean_subtraction(x, strength)
+    raise ValueError(f"kind must be one of {', '.join(CORRUPTIONS)}, got {kind!r}")
+
+
+# -- models ----------------------------------------------------------------------------------------
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with constants of the training set."""
+
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def first_layer_name(model: nn.Module) -> str:
+    """The name of the first ``nn.Conv2d`` or GaborConv2d in ``model``."""
+    from gaborlayer import GaborConv2d
+    return next(name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, GaborConv2d)))
+
+
+def make_model(task: str, variant: str, seed: int, data: dict) -> nn.Module:
+    """The task's model drawn from ``seed``, its first ``nn.Conv2d`` swapped for the variant's
+    GaborConv2d (the rest, drawn before the swap, is the same for every variant)."""
+    import dropin
+    import kornia.feature as KF
+
+    from gaborlayer import replace_conv2d
+
+    torch.manual_seed(seed)
+    if task in MATCHING:
+        model = {"tfeat": KF.TFeat, "hardnet": KF.HardNet, "sosnet": KF.SOSNet}[task](pretrained=False)
+    else:
+        x = data["train"][0]
+        model = nn.Sequential(Standardize(float(x.mean()), float(x.std())),
+                              dropin.make_model(data["classes"], "conv", seed))
+    kwargs, _ = VARIANTS[variant]
+    if kwargs is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation at init (HardNet's 3 x 3): counted in training
+            replace_conv2d(model, first_layer_name(model), **kwargs)
+    return model
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# -- training and evaluation ----------------------------------------------------------------------
+def hardest_triplet_loss(a: torch.Tensor, b: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """HardNet's loss: each positive pair against the closest non-matching descriptor in the batch."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    d = torch.cdist(a, b) + 1e-6
+    eye = torch.eye(len(a), dtype=torch.bool)
+    far = d.masked_fill(eye, 10.0)
+    hardest = torch.minimum(far.min(0).values, far.min(1).values)
+    return F.relu(margin + d.diagonal() - hardest).mean()
+
+
+@torch.no_grad()
+def evaluate(task: str, model: nn.Module, data: dict, test_b: torch.Tensor | None = None) -> dict:
+    """Classification: ``{"accuracy"}``; matching: ``{"map", "fpr95"}`` on the test pairs, with
+    ``test_b`` (the second patches, corrupted) in place of the clean ones when given."""
+    model.eval()
+    size = data["size"]
+    if task not in MATCHING:
+        x, y = data["test"]
+        x = crop(x if test_b is None else test_b, size)
+        pred = torch.cat([model(xb).argmax(1) for xb in x.split(256)])
+        model.train()
+        return {"accuracy": float((pred == y).float().mean())}
+    a, b = data["test"]
+    b = crop(b if test_b is None else test_b, size)
+    da = F.normalize(torch.cat([model(xb) for xb in a.split(256)]), dim=1)
+    db = F.normalize(torch.cat([model(xb) for xb in b.split(256)]), dim=1)
+    model.train()
+    d = torch.cdist(da, db)
+    positive = d.diagonal()
+    rank = (d < positive[:, None]).sum(1) + 1  # 1 = the partner is the nearest
+    negative = d.diagonal(offset=1)  # a_i against b_{i+1}: another place (of the same or another image)
+    threshold = torch.quantile(positive, 0.95)
+    return {"map": float((1.0 / rank).mean()), "fpr95": float((negative <= threshold).float().mean())}
+
+
+def train(task: str, model: nn.Module, data: dict, indices: torch.Tensor, cfg: dict, scale: float,
+          seed: int) -> dict:
+    """Adam with a one-cycle schedule for ``cfg["steps"]`` steps on the training items ``indices``;
+    the seconds of each step (wall and process CPU)."""
+    from gaborlayer.optim import param_groups
+
+    gen = torch.Generator().manual_seed(seed)
+    batch = min(cfg["batch"], len(indices))
+    groups = param_groups(model, cfg["lr"], scale=scale)
+    opt = torch.optim.Adam(groups)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups],
+                                                   total_steps=cfg["steps"], pct_start=0.15)
+    order, wall, cpu = torch.empty(0, dtype=torch.long), [], []
+    x, y = data["train"]
+    model.train()
+    for _ in range(cfg["steps"]):
+        if len(order) < batch:
+            order = torch.cat([order, indices[torch.randperm(len(indices), generator=gen)]])
+        idx, order = order[:batch], order[batch:]
+        t0, c0 = time.perf_counter(), time.process_time()
+        if task in MATCHING:
+            out = model(torch.cat([x[idx], y[idx]]))
+            loss = hardest_triplet_loss(out[:batch], out[batch:])
+        else:
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{task}: the loss is {loss.item()}")
+    return {"step_s": float(np.median(wall)), "step_cpu_s": float(np.median(cpu)), "final_loss": loss.item()}
+
+
+def best_time(fn, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@torch.no_grad()
+def conversion_check(task: str, model: nn.Module, data: dict, seed: int, timing: bool) -> dict:
+    """``to_conv2d()`` of the trained Gabor layer in its place: the largest output difference on the
+    test inputs (relative to the largest output), and with ``timing`` the inference time of a
+    256-input batch (best of 5) of the Gabor model, the converted one and the plain model."""
+    name = first_layer_name(model)
+    converted = copy.deepcopy(model)
+    parent, _, child = name.rpartition(".")
+    setattr(converted.get_submodule(parent), child, model.get_submodule(name).to_conv2d())
+    model.eval()
+    converted.eval()
+    x = crop(data["test"][0][:256], data["size"])
+    y, yc = model(x), converted(x)
+    result = {"max_rel_diff": float((y - yc).abs().max() / y.abs().max())}
+    if timing:
+        plain = make_model(task, "conv", seed, data).eval()
+        model(x)  # builds and caches the eval bank
+        result.update(gabor_s=best_time(lambda: model(x)), converted_s=best_time(lambda: converted(x)),
+                      conv_s=best_time(lambda: plain(x)))
+    model.train()
+    return result
+
+
+def run_cell(task: str, variant: str, size: float, seed: int, quick: bool) -> dict:
+    """Train one (task, variant, training fraction, seed) and evaluate it; a JSON-ready record."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    from gaborlayer import GaborTruncationWarning
+
+    data = task_data(task, quick)
+    cfg = (QUICK if quick else FULL)[task]
+    n_full = len(data["train"][1])
+    n = max(2, round(size * n_full))
+    indices = torch.randperm(n_full, generator=torch.Generator().manual_seed(10_000 + seed))[:n]
+    model = make_model(task, variant, seed, data)
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always", GaborTruncationWarning)
+        timing = train(task, model, data, indices, cfg, VARIANTS[variant][1], seed)
+    record = dict(task=task, variant=variant, size=size, seed=seed, n_train=n, **timing,
+                  epoch_s=timing["step_s"] * math.ceil(n_full / cfg["batch"]),
+                  first_params=n_params(model.get_submodule(first_layer_name(model))),
+                  model_params=n_params(model), truncation_warnings=len(raised), clean=evaluate(task, model, data))
+    if size == 1.0:
+        record["robustness"] = {
+            kind: {str(s): evaluate(task, model, data, corrupt(data["test"][1 if task in MATCHING else 0], kind, s,
+                                                                 seed=1000 + i))
+                   for i, s in enumerate(strengths[:1] if quick else strengths)}
+            for kind, strengths in CORRUPTIONS.items()}
+        if variant != "conv" and VARIANTS[variant][0].get("output", "real") == "real":
+            record["to_conv2d"] = conversion_check(task, model, data, seed, timing=variant == "gabor")
+    return record
+
+
+# -- the report: tables and figures from the JSON ---------------------------------------------------
+def metric_of(task: str) -> tuple[str, str]:
+    """The headline metric's key and its label (both in percent, higher is better)."""
+    return ("map", "mAP (%)") if task in MATCHING else ("accuracy", "accuracy (%)")
+
+
+def grouped(records: dict) -> dict:
+    """``{(task, variant, size): [record, ...]}`` sorted by seed."""
+    groups: dict = {}
+    for r in sorted(records.values(), key=lambda r: r["seed"]):
+        groups.setdefault((r["task"], r["variant"], r["size"]), []).append(r)
+    return groups
+
+
+def paired(values: list[float], baseline: list[float]) -> tuple[float, float]:
+    """The mean difference ``values - baseline`` (same seeds) and the paired t-test's two-sided p."""
+    from scipy import stats
+
+    diff = np.asarray(values) - np.asarray(baseline)
+    if len(diff) < 2 or np.all(diff == diff[0]):
+        return float(diff.mean()), float("nan")
+    return float(diff.mean()), float(stats.ttest_rel(values, baseline).pvalue)
+
+
+def cell_text(values: list[float], baseline: list[float] | None) -> str:
+    """``mean ± std`` (percent), and against the baseline ``(+d, p)`` in bold when p < 0.05."""
+    v = 100 * np.asarray(values)
+    text = f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+    if baseline is None:
+        return text
+    d, p = paired(100 * np.asarray(values), 100 * np.asarray(baseline))
+    mark = f"{d:+.1f}, p {p:.2f}" if math.isfinite(p) else f"{d:+.1f}"
+    return f"{text} (**{mark}**)" if math.isfinite(p) and p < 0.05 else f"{text} ({mark})"
+
+
+def seeds_of(rs: list[dict]) -> list[int]:
+    return [r["seed"] for r in rs]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def tables(payload: dict) -> str:
+    """The page's tables, in Markdown, from the results file's contents."""
+    groups = grouped(payload["records"])
+    tasks = [t for t in TASKS if any(k[0] == t for k in groups)]
+    out = []
+    for task in tasks:
+        key_, label = metric_of(task)
+        sizes = sorted({k[2] for k in groups if k[0] == task})
+        rows = []
+        for variant in VARIANTS:
+            row = [LABELS[variant]]
+            for size in sizes:
+                rs, base = groups.get((task, variant, size)), groups.get((task, "conv", size))
+                if not rs:
+                    row.append("not run")
+                    continue
+                same = base is not None and seeds_of(base) == seeds_of(rs) and variant != "conv"
+                row.append(cell_text([r["clean"][key_] for r in rs], [r["clean"][key_] for r in base] if same else None)
+                           + ("" if len(rs) == len(groups[(task, "conv", 1.0)]) else f" [{len(rs)} seeds]"))
+            rows.append(row)
+        n = {len(groups[k]) for k in groups if k[0] == task}
+        out.append(f"**{task}**: test {label}, mean ± std over {'/'.join(map(str, sorted(n)))} seeds, by training "
+                   f"fraction (items: " + ", ".join(f"{s:g} = {groups[(task, 'conv', s)][0]['n_train']}"
+                                                    for s in sizes if (task, 'conv', s) in groups) + ")\n\n"
+                   + table(["first layer"] + [f"{100 * s:g}%" for s in sizes], rows))
+        if task in MATCHING:
+            rows = [[LABELS[v], cell_text([r["clean"]["fpr95"] for r in groups[(task, v, 1.0)]],
+                                          None if v == "conv" else [r["clean"]["fpr95"] for r in
+                                                                    groups[(task, "conv", 1.0)]])]
+                    for v in VARIANTS if (task, v, 1.0) in groups]
+            out.append(f"**{task}**: FPR at 95% recall (%, lower is better), all training pairs\n\n"
+                       + table(["first layer", "FPR95"], rows))
+    rows = []
+    for task in tasks:
+        base = groups.get((task, "conv", 1.0))
+        for variant in VARIANTS:
+            rs = groups.get((task, variant, 1.0))
+            if not rs:
+                continue
+            step = np.median([r["step_cpu_s"] for r in rs])
+            ratio = step / np.median([r["step_cpu_s"] for r in base]) if base else float("nan")
+            rows.append([task, LABELS[variant], f"{rs[0]['first_params']:,}", f"{rs[0]['model_params']:,}",
+                         f"{np.median([r['epoch_s'] for r in rs]):.2f}", f"{ratio:.2f}",
+                         str(sum(r["truncation_warnings"] > 0 for r in rs))])
+    out.append("**Cost** (all training items; median over seeds): parameters, wall time per epoch, CPU time per "
+               "training step relative to nn.Conv2d, runs that raised a GaborTruncationWarning\n\n"
+               + table(["task", "first layer", "first-layer params", "model params", "s / epoch",
+                        "CPU / step vs conv", "truncation warnings"], rows))
+    rows = []
+    for task in tasks:
+        for variant in VARIANTS:
+            rs = [r for r in groups.get((task, variant, 1.0), []) if "to_conv2d" in r]
+            if not rs:
+                continue
+            timed = [r["to_conv2d"] for r in rs if "gabor_s" in r["to_conv2d"]]
+            row = [task, LABELS[variant], f"{max(r['to_conv2d']['max_rel_diff'] for r in rs):.1e}"]
+            if timed:
+                row += [f"{np.median([t['gabor_s'] / t['conv_s'] for t in timed]):.2f}",
+                        f"{np.median([t['converted_s'] / t['conv_s'] for t in timed]):.2f}"]
+            else:
+                row += ["", ""]
+            rows.append(row)
+    out.append("**to_conv2d() after training**: largest output difference (relative to the largest output) over "
+               "the seeds; inference time of a 256-input batch relative to the plain model (median over seeds)\n\n"
+               + table(["task", "first layer", "max rel. difference", "Gabor model / conv", "converted / conv"], rows))
+    for task in tasks:
+        key_, label = metric_of(task)
+        base = groups.get((task, "conv", 1.0))
+        if not base or "robustness" not in base[0]:
+            continue
+        columns = [(kind, s) for kind, strengths in CORRUPTIONS.items() for s in strengths
+                   if str(s) in base[0]["robustness"][kind]]
+        rows = []
+        for variant in VARIANTS:
+            rs = groups.get((task, variant, 1.0))
+            if not rs:
+                continue
+            row = [LABELS[variant]]
+            for kind, s in columns:
+                values = [r["robustness"][kind][str(s)][key_] for r in rs]
+                row.append(cell_text(values, None if variant == "conv" else
+                                     [r["robustness"][kind][str(s)][key_] for r in base]))
+            rows.append(row)
+        out.append(f"**{task}**: test {label} under corruption (models trained on all training items)\n\n"
+                   + table(["first layer"] + [f"{kind} {s:g}" for kind, s in columns], rows))
+    return "\n\n".join(out) + "\n"
+
+
+STYLE = {"conv": ("tab:blue", "s"), "gabor": ("tab:red", "o"), "fixed_theta": ("tab:orange", "^"),
+         "groups": ("tab:green", "v"), "magnitude": ("tab:purple", "D")}
+
+
+def plot(payload: dict, images: str) -> list[str]:
+    """``evidence_size.png`` (metric against training fraction) and ``evidence_robustness.png``
+    (metric against corruption strength); mean over seeds, bars: one standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = grouped(payload["records"])
+    tasks = [t for t in TASKS if any(k[0] == t for k in groups)]
+    os.makedirs(images, exist_ok=True)
+    written = []
+
+    def draw(ax, xs, series, variant, offset):
+        v = 100 * np.asarray(series)  # (points, seeds)
+        color, marker = STYLE[variant]
+        ax.errorbar(np.asarray(xs) * offset, v.mean(1), v.std(1, ddof=1), color=color, marker=marker, ms=4,
+                    lw=1.2, capsize=2, label=LABELS[variant])
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        key_, label = metric_of(task)
+        for i, variant in enumerate(VARIANTS):
+            sizes = sorted(s for (t, v, s) in groups if t == task and v == variant)
+            if sizes:
+                draw(ax, sizes, [[r["clean"][key_] for r in groups[(task, variant, s)]] for s in sizes], variant,
+                     1.06 ** (i - 2))
+        ax.set_xscale("log")
+        ax.set(xlabel="training fraction", ylabel=f"test {label}", title=task)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(os.path.join(images, "evidence_size.png"), dpi=80)
+    plt.close(fig)
+    written.append("evidence_size.png")
+
+    robust = [t for t in tasks if (t, "conv", 1.0) in groups and "robustness" in groups[(t, "conv", 1.0)][0]]
+    if robust:
+        fig, axes = plt.subplots(len(robust), len(CORRUPTIONS), figsize=(3.0 * len(CORRUPTIONS), 2.4 * len(robust)),
+                                 squeeze=False)
+        for row, task in zip(axes, robust):
+            key_, label = metric_of(task)
+            for ax, kind in zip(row, CORRUPTIONS):
+                for variant in VARIANTS:
+                    rs = groups.get((task, variant, 1.0))
+                    if not rs:
+                        continue
+                    strengths = [s for s in CORRUPTIONS[kind] if str(s) in rs[0]["robustness"][kind]]
+                    xs = list(range(len(strengths) + 1))
+                    series = [[r["clean"][key_] for r in rs]] + [[r["robustness"][kind][str(s)][key_] for r in rs]
+                                                                  for s in strengths]
+                    draw(ax, xs, series, variant, 1.0)
+                    ax.set_xticks(xs, ["clean"] + [f"{s:g}" for s in strengths])
+                ax.set_title(f"{task}: {kind}", fontsize=9)
+                ax.set_xlabel(UNITS[kind], fontsize=8)
+                if kind == next(iter(CORRUPTIONS)):
+                    ax.set_ylabel(label, fontsize=8)
+                ax.grid(alpha=0.3)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.04 if len(robust) > 2 else 0.1, 1, 1))
+        fig.savefig(os.path.join(images, "evidence_robustness.png"), dpi=72)
+        plt.close(fig)
+        written.append("evidence_robustness.png")
+    return written
+
+
+def report(path: str, images: str) -> str:
+    """Read the results file, write the figures to ``images``, return the tables (Markdown)."""
+    with open(path) as f:
+        payload = json.load(f)
+    plot(payload, images)
+    return tables(payload)
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def cells(tasks, settings: dict, seeds: int) -> list[tuple]:
+    """Every cell, ordered so that an interrupted run has finished whole (task, size) groups: task by
+    task, largest size first, the HardNet and SOSNet small-size groups last."""
+    order = [(task, size) for task in tasks for size in sorted(settings[task]["sizes"], reverse=True)]
+    order.sort(key=lambda ts: ts[0] in ("hardnet", "sosnet") and ts[1] < 1.0)
+    return [(task, variant, size, seed) for task, size in order for seed in range(seeds) for variant in VARIANTS]
+
+
+def key(task, variant, size, seed) -> str:
+    return f"{task}/{variant}/{size:g}/{seed}"
+
+
+def git_commit() -> str:
+    import subprocess
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _worker_init():
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=".*kornia.*")
+
+
+def run(args) -> dict:
+    from tqdm import tqdm
+
+    settings = QUICK if args.quick else FULL
+    todo = cells(args.tasks, settings, args.seeds)
+    payload = {"meta": {}, "records": {}}
+    if args.resume and os.path.exists(args.json):
+        with open(args.json) as f:
+            payload = json.load(f)
+    payload["meta"].update(
+        quick=args.quick, tasks=args.tasks, seeds=args.seeds, variants=list(VARIANTS),
+        corruptions=CORRUPTIONS, settings=settings, jobs=args.jobs, torch=torch.__version__,
+        cpu=platform.processor() or platform.machine(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        load_at_start=os.getloadavg()[0], commit=git_commit())
+    todo = [c for c in todo if key(*c) not in payload["records"]]
+    t0, before = time.perf_counter(), payload["meta"].get("wall_s", 0.0)
+    for task in dict.fromkeys(c[0] for c in todo):  # build each data set once here: fail early, and warm caches
+        task_data(task, args.quick)
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        futures = {pool.submit(run_cell, *c, args.quick): c for c in todo}
+        with tqdm(total=len(todo), desc="cells", unit="cell", file=sys.stderr, smoothing=0.05) as bar:
+            for future in as_completed(futures):
+                record = future.result()
+                payload["records"][key(*futures[future])] = record
+                payload["meta"]["wall_s"] = before + time.perf_counter() - t0
+                payload["meta"]["load_at_end"] = os.getloadavg()[0]
+                write_json(args.json, payload)
+                bar.set_postfix_str(key(*futures[future]))
+                bar.update()
+    payload["meta"]["wall_s"] = before + time.perf_counter() - t0
+    write_json(args.json, payload)
+    return payload
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data, 3 steps, 2 seeds, 1 size (CI)")
+    parser.add_argument("--plot", action="store_true", help="only read --json and write the figures and tables")
+    parser.add_argument("--json", default=None, help="results file (default docs/data/evidence.json; "
+                                                      "--quick: benchmarks/out/evidence_quick.json)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated among {', '.join(TASKS)}")
+    parser.add_argument("--seeds", type=int, default=None, help=f"seeds 0..n-1 (default {SEEDS}, --quick 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
+    parser.add_argument("--resume", action="store_true", help="keep the cells already in --json")
+    parser.add_argument("--images", default=os.path.join(ROOT, "docs", "images"), help="where --plot writes PNGs")
+    args = parser.parse_args(argv)
+    args.json = args.json or os.path.join(ROOT, *(("benchmarks", "out", "evidence_quick.json") if args.quick
+                                                   else ("docs", "data", "evidence.json")))
+    if args.plot:
+        print(report(args.json, args.images))
+        return
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not args.tasks or any(t not in TASKS for t in args.tasks):
+        parser.error(f"--tasks takes a comma-separated list of {', '.join(TASKS)}; got {args.tasks!r}")
+    args.seeds = args.seeds if args.seeds is not None else (2 if args.quick else SEEDS)
+    if args.seeds < 2 or args.jobs < 1:
+        parser.error("--seeds must be >= 2 (the paired test) and --jobs >= 1")
+    payload = run(args)
+    print(f"{len(payload['records'])} cells in {args.json}; {payload['meta']['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
