@@ -21,7 +21,10 @@ time per epoch side by side, and writes to ``--out`` (default ``demos/out/``):
 ``dropin_conv_after_<task>.png`` (the first layers after training, seed 0), and
 ``dropin_curves.png`` (test accuracy per epoch).
 
-Run ``python demos/dropin.py`` (about a minute on a 2-core CPU) or ``--quick`` (CI, seconds).
+Run ``python demos/dropin.py`` (52 s of wall time on a 2-core CPU at load 1 to 2.5; 77 to 143 s
+when other jobs share the cores) or ``--quick`` (CI, seconds). The accuracies are the same from run
+to run on one machine (one thread or two), but not across machines: the last digit moves with the
+convolution kernels the CPU runs (``docs/dropin.md``).
 """
 from __future__ import annotations
 
