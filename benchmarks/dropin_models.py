@@ -428,11 +428,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def tables(payload: dict) -> str:
-    """The page's tables, in Markdown, from the results file's contents."""
+def tables(payload: dict) -> dict[str, str]:
+    """The page's tables, in Markdown, from the results file's contents: ``{"size", "cost",
+    "conversion", "robustness"}`` -> one or more titled tables."""
     groups = grouped(payload["records"])
     tasks = [t for t in TASKS if any(k[0] == t for k in groups)]
-    out = []
+    parts: dict[str, list[str]] = {"size": [], "cost": [], "conversion": [], "robustness": []}
+    out = parts["size"]
     for task in tasks:
         key_, label = metric_of(task)
         sizes = sorted({k[2] for k in groups if k[0] == task})
@@ -461,6 +463,7 @@ def tables(payload: dict) -> str:
                     for v in VARIANTS if (task, v, 1.0) in groups]
             out.append(f"**{task}**: FPR at 95% recall (%, lower is better), all training pairs\n\n"
                        + table(["first layer", "FPR95"], rows))
+    out = parts["cost"]
     rows = []
     for task in tasks:
         base = groups.get((task, "conv", 1.0))
@@ -477,6 +480,7 @@ def tables(payload: dict) -> str:
                "training step relative to nn.Conv2d, runs that raised a GaborTruncationWarning\n\n"
                + table(["task", "first layer", "first-layer params", "model params", "s / epoch",
                         "CPU / step vs conv", "truncation warnings"], rows))
+    out = parts["conversion"]
     rows = []
     for task in tasks:
         for variant in VARIANTS:
@@ -494,6 +498,7 @@ def tables(payload: dict) -> str:
     out.append("**to_conv2d() after training**: largest output difference (relative to the largest output) over "
                "the seeds; inference time of a 256-input batch relative to the plain model (median over seeds)\n\n"
                + table(["task", "first layer", "max rel. difference", "Gabor model / conv", "converted / conv"], rows))
+    out = parts["robustness"]
     for task in tasks:
         key_, label = metric_of(task)
         base = groups.get((task, "conv", 1.0))
@@ -514,7 +519,18 @@ def tables(payload: dict) -> str:
             rows.append(row)
         out.append(f"**{task}**: test {label} under corruption (models trained on all training items)\n\n"
                    + table(["first layer"] + [f"{kind} {s:g}" for kind, s in columns], rows))
-    return "\n\n".join(out) + "\n"
+    return {part: "\n\n".join(blocks) for part, blocks in parts.items()}
+
+
+def fill_page(page: str, parts: dict[str, str]) -> str:
+    """``page`` with the text between ``<!-- evidence:NAME -->`` and ``<!-- /evidence:NAME -->``
+    replaced by ``parts[NAME]``."""
+    for name, text in parts.items():
+        start, end = f"<!-- evidence:{name} -->", f"<!-- /evidence:{name} -->"
+        if start in page:
+            head, rest = page.split(start, 1)
+            page = head + start + "\n\n" + text + "\n\n" + end + rest.split(end, 1)[1]
+    return page
 
 
 STYLE = {"conv": ("tab:blue", "s"), "gabor": ("tab:red", "o"), "fixed_theta": ("tab:orange", "^"),
@@ -589,12 +605,19 @@ def plot(payload: dict, images: str) -> list[str]:
     return written
 
 
-def report(path: str, images: str) -> str:
-    """Read the results file, write the figures to ``images``, return the tables (Markdown)."""
+def report(path: str, images: str, page: str | None) -> str:
+    """Read the results file, write the figures to ``images`` and the tables into ``page`` (between
+    its markers, when given); return the tables (Markdown)."""
     with open(path) as f:
         payload = json.load(f)
     plot(payload, images)
-    return tables(payload)
+    parts = tables(payload)
+    if page is not None:
+        with open(page) as f:
+            text = f.read()
+        with open(page, "w") as f:
+            f.write(fill_page(text, parts))
+    return "\n\n".join(parts.values()) + "\n"
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -686,11 +709,15 @@ def main(argv=None) -> None:
                         help="worker processes, one thread each (default 2; --quick 1: in this process)")
     parser.add_argument("--resume", action="store_true", help="keep the cells already in --json")
     parser.add_argument("--images", default=os.path.join(ROOT, "docs", "images"), help="where --plot writes PNGs")
+    parser.add_argument("--page", default=None, help="the page whose marked tables --plot rewrites "
+                                                     "(default docs/evidence.md with the default --json)")
     args = parser.parse_args(argv)
+    if args.json is None and args.page is None and not args.quick:
+        args.page = os.path.join(ROOT, "docs", "evidence.md")
     args.json = args.json or os.path.join(ROOT, *(("benchmarks", "out", "evidence_quick.json") if args.quick
                                                    else ("docs", "data", "evidence.json")))
     if args.plot:
-        print(report(args.json, args.images))
+        print(report(args.json, args.images, args.page))
         return
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not args.tasks or any(t not in TASKS for t in args.tasks):
