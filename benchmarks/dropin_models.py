@@ -79,11 +79,11 @@ UNITS = {"noise": "std (image range 0..1)", "blur": "sigma (px)", "rotation": "d
 # One setting per task, the same for every variant: optimiser steps, batch (images or pairs), Adam lr,
 # and the training fractions swept. Sized for a shared 2-core CPU: HardNet and SOSNet cost ~10x TFeat
 # per step, so they get fewer, smaller steps and all training pairs only.
-FULL = {"digits": dict(steps=200, batch=64, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
-        "texture": dict(steps=150, batch=32, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
-        "tfeat": dict(steps=100, batch=32, lr=1e-3, sizes=(0.05, 1.0)),
-        "hardnet": dict(steps=40, batch=16, lr=1e-3, sizes=(1.0,)),
-        "sosnet": dict(steps=40, batch=16, lr=1e-3, sizes=(1.0,))}
+FULL = {"digits": dict(steps=100, batch=64, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "texture": dict(steps=100, batch=32, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "tfeat": dict(steps=60, batch=32, lr=1e-3, sizes=(0.05, 1.0)),
+        "hardnet": dict(steps=30, batch=16, lr=1e-3, sizes=(1.0,)),
+        "sosnet": dict(steps=30, batch=16, lr=1e-3, sizes=(1.0,))}
 QUICK = {task: dict(cfg, steps=3, batch=16, sizes=(1.0,)) for task, cfg in FULL.items()}
 SEEDS = 5
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "hubble_deep_field")
@@ -322,7 +322,7 @@ def train(task: str, model: nn.Module, data: dict, indices: torch.Tensor, cfg: d
     return {"step_s": float(np.median(wall)), "step_cpu_s": float(np.median(cpu)), "final_loss": loss.item()}
 
 
-def best_time(fn, repeats: int = 5) -> float:
+def best_time(fn, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -335,7 +335,7 @@ def best_time(fn, repeats: int = 5) -> float:
 def conversion_check(task: str, model: nn.Module, data: dict, seed: int, timing: bool) -> dict:
     """``to_conv2d()`` of the trained Gabor layer in its place: the largest output difference on the
     test inputs (relative to the largest output), and with ``timing`` the inference time of a
-    256-input batch (best of 5) of the Gabor model, the converted one and the plain model."""
+    256-input batch (best of 3) of the Gabor model, the converted one and the plain model."""
     name = first_layer_name(model)
     converted = copy.deepcopy(model)
     parent, _, child = name.rpartition(".")
