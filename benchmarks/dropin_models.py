@@ -556,20 +556,25 @@ def plot(payload: dict, images: str) -> list[str]:
         ax.errorbar(np.asarray(xs) * offset, v.mean(1), v.std(1, ddof=1), color=color, marker=marker, ms=4,
                     lw=1.2, capsize=2, label=LABELS[variant])
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    swept = [t for t in tasks if len({k[2] for k in groups if k[0] == t}) > 1]  # a size sweep to draw
+    fig, axes = plt.subplots(1, max(1, len(swept)), figsize=(3.6 * max(1, len(swept)), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], swept):
         key_, label = metric_of(task)
+        sizes = sorted({k[2] for k in groups if k[0] == task})
         for i, variant in enumerate(VARIANTS):
-            sizes = sorted(s for (t, v, s) in groups if t == task and v == variant)
-            if sizes:
-                draw(ax, sizes, [[r["clean"][key_] for r in groups[(task, variant, s)]] for s in sizes], variant,
-                     1.06 ** (i - 2))
+            have = [s for s in sizes if (task, variant, s) in groups]
+            if have:
+                draw(ax, have, [[r["clean"][key_] for r in groups[(task, variant, s)]] for s in have], variant,
+                     1.08 ** (i - 2))  # side by side, so that the bars do not hide each other
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{100 * s:g}%" for s in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set(xlabel="training fraction", ylabel=f"test {label}", title=task)
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    ncol = len(labels) if len(swept) >= 4 else 3
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08 if ncol == len(labels) else 0.16, 1, 1))
     fig.savefig(os.path.join(images, "evidence_size.png"), dpi=80)
     plt.close(fig)
     written.append("evidence_size.png")
