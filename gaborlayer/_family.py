@@ -37,7 +37,7 @@ class GaborFamily:
     unit: str  # what a length is measured in
     memory_format: torch.memory_format | None  # what channels_last means for an nn.ConvNd weight
     triton: bool  # whether backend="triton" has a kernel
-    fit_slices: Callable | None  # (slices (N, *size) float64, amplitude, seed) -> GaborFit; None: no fit
+    fit_slices: Callable | None  # (slices (N, *size) float64, amplitude, seed, progress) -> GaborFit; None: no fit
 
 
 def half_extents2d(theta, sigma, gamma, n_sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,16 +70,16 @@ def _half_extents3d(values, n_sigma):
     return tuple(torch.sqrt((along * c) ** 2 + across ** 2 * (1 - c * c).clamp_min(0)) for c in u)
 
 
-def _fit_slices1d(slices, amplitude, seed):
+def _fit_slices1d(slices, amplitude, seed, progress):
     from .fit import _fit_kernel1d  # fitting imports scipy: only when a conv is converted
 
-    return _fit_kernel1d(slices, amplitude=amplitude, seed=seed)
+    return _fit_kernel1d(slices, amplitude=amplitude, seed=seed, progress=progress)
 
 
-def _fit_slices2d(slices, amplitude, seed):
-    from .fit import fit_kernel
+def _fit_slices2d(slices, amplitude, seed, progress):
+    from .fit import _fit_slices
 
-    return fit_kernel(slices, amplitude=amplitude, seed=seed)
+    return _fit_slices(slices, amplitude=amplitude, seed=seed, progress=progress)
 
 
 GABOR_1D = GaborFamily(

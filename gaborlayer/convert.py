@@ -6,6 +6,7 @@ conversion is asked for, so ``import gaborlayer`` does not load the fitting mach
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ import torch.nn as nn
 from . import _checks
 from ._compat import register_default_fusers
 from ._family import GABOR_2D
-from .fit import GaborFit
+from .fit import POOR_FIT, GaborFit, GaborFitWarning
 from .functional import _pair_bias
 from .modules import GaborConv1d, GaborConv2d, GaborConv3d
 
@@ -76,12 +77,15 @@ def _zero_slice_record(values: dict, index: int) -> dict:
     return {**record, "origin": "zero"}
 
 
-def from_conv(cls, conv: nn.Module, *, amplitude: bool, learn, backend: str, seed: int, return_fit: bool):
+def from_conv(cls, conv: nn.Module, *, amplitude: bool, learn, backend: str, seed: int, return_fit: bool,
+              progress: bool = True):
     """``from_conv1d`` / ``from_conv2d``: the layer with ``conv``'s configuration, its filters fitted
-    to ``conv.weight`` by the family's ``fit_slices``, its bias copied."""
+    to ``conv.weight`` by the family's ``fit_slices`` (all slices in one batched fit, with a progress
+    bar on a terminal after two seconds unless ``progress=False``), its bias copied."""
     family = cls._family
     amplitude = _checks.boolean(amplitude, "amplitude")
     return_fit = _checks.boolean(return_fit, "return_fit")
+    progress = _checks.boolean(progress, "progress")
     slices = _checked_slices(family, conv)
     out_c, in_per_group = conv.weight.shape[:2]
     n = len(slices)
@@ -96,7 +100,7 @@ def from_conv(cls, conv: nn.Module, *, amplitude: bool, learn, backend: str, see
     values = {"theta": torch.zeros(n, dtype=torch.float64), "gamma": torch.ones(n, dtype=torch.float64),
               **{k: v.reshape(-1).clone() for k, v in classic.items()},
               "amplitude": torch.zeros(n, dtype=torch.float64), "loss": torch.zeros(n, dtype=torch.float64)}
-    fit = family.fit_slices(slices[nonzero], amplitude, seed) if bool(nonzero.any()) else None
+    fit = family.fit_slices(slices[nonzero], amplitude, seed, progress) if bool(nonzero.any()) else None
     if fit is not None:
         for name in (*GABOR_2D.names, "amplitude", "loss"):
             values[name][nonzero] = getattr(fit, name)
@@ -158,13 +162,9 @@ FUSER_METHODS = {(GaborConv1d, nn.BatchNorm1d): fuse_conv_bn, (GaborConv2d, nn.B
 register_default_fusers(FUSER_METHODS)
 
 
-class GaborFitWarning(UserWarning):
-    """Fitted Gabor filters explain little of the weights they replace."""
-
-
-#: replace_conv2d(fit=True) warns when the fitted filters explain less than this share of a layer's
-#: weights' energy (median over its slices): the swapped model then computes something else.
-POOR_FIT = 0.5
+# GaborFitWarning and POOR_FIT live in gaborlayer.fit (fit_kernel and fit_response warn too):
+# replace_conv2d(fit=True) warns when the fitted filters explain less than POOR_FIT of a layer's
+# weights' energy (median over its slices): the swapped model then computes something else.
 _log = logging.getLogger("gaborlayer")
 
 
@@ -204,8 +204,19 @@ def _check_replaceable(name: str, conv: nn.Conv2d, allow_subclasses: bool) -> No
                         f"GaborConv2d would drop; pass allow_subclasses=True to swap it anyway")
 
 
-def _fitted(name: str, conv: nn.Conv2d, kwargs: dict):
-    new, fit = GaborConv2d.from_conv2d(conv, return_fit=True, **kwargs)
+def _from_conv2d_options(kwargs: dict, progress: bool) -> dict:
+    """``GaborConv2d.from_conv2d``'s keyword defaults updated by ``kwargs``, with ``progress``."""
+    defaults = {name: p.default for name, p in inspect.signature(GaborConv2d.from_conv2d).parameters.items()
+                if p.kind is p.KEYWORD_ONLY}
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        raise TypeError(f"replace_conv2d(fit=True) got keyword arguments {unknown} that "
+                        f"GaborConv2d.from_conv2d does not take; it takes {sorted(defaults)}")
+    return {**defaults, **kwargs, "return_fit": True, "progress": progress}
+
+
+def _fitted(name: str, conv: nn.Conv2d, kwargs: dict, progress: bool):
+    new, fit = GaborConv2d._from_conv(conv, **_from_conv2d_options(kwargs, progress))
     explained = 1 - fit.loss
     median = float(explained.median())
     _log.info("replace_conv2d: %r fitted, the Gabor filters explain %.1f%% of the weights' energy "
@@ -221,7 +232,8 @@ def _fitted(name: str, conv: nn.Conv2d, kwargs: dict):
 
 def replace_conv2d(model: nn.Module, which: str | Sequence[str] | Callable[[str, nn.Conv2d], bool], *,
                    fit: bool = False, allow_subclasses: bool = False, return_fit: bool = False,
-                   **kwargs: Any) -> dict[str, GaborConv2d] | tuple[dict[str, GaborConv2d], dict[str, GaborFit]]:
+                   progress: bool = True, **kwargs: Any
+                   ) -> dict[str, GaborConv2d] | tuple[dict[str, GaborConv2d], dict[str, GaborFit]]:
     """Swap chosen ``nn.Conv2d`` layers of ``model`` for GaborConv2d layers, in place.
 
     A layer used in several places (the same module object) is replaced by one new GaborConv2d in
@@ -235,12 +247,14 @@ def replace_conv2d(model: nn.Module, which: str | Sequence[str] | Callable[[str,
         fit: ``False`` (default): a fresh GaborConv2d with the same configuration and the classic
             initial bank (instant; the old weights and bias are dropped). ``True``: each new layer is
             :meth:`GaborConv2d.from_conv2d` of the old one (fitted to its weights, gain included),
-            which takes a fraction of a second per kernel slice; the share of each layer's weights'
-            energy the fit explains is logged (logger ``"gaborlayer"``, INFO), and a
+            all of a layer's slices fitted in one batch (a few milliseconds per slice); the share of
+            each layer's weights' energy the fit explains is logged (logger ``"gaborlayer"``, INFO), and a
             :class:`GaborFitWarning` says when it is below ``POOR_FIT`` (50%).
         allow_subclasses: swap subclasses of ``nn.Conv2d`` too (their own ``forward`` is dropped);
             by default they are refused with a ``TypeError``.
         return_fit: with ``fit=True``, also return ``{name: GaborFit}`` (see ``from_conv2d``).
+        progress: with ``fit=True``, a progress bar per layer (tqdm, on stderr) for fits longer
+            than two seconds, never when stderr is not a terminal; ``False``: none.
         **kwargs: passed to :meth:`GaborConv2d.from_conv2d` (``fit=True``) or to the
             constructor (``fit=False``), e.g. ``learn=`` or ``backend=``.
 
@@ -260,6 +274,7 @@ def replace_conv2d(model: nn.Module, which: str | Sequence[str] | Callable[[str,
     fit = _checks.boolean(fit, "fit")
     allow_subclasses = _checks.boolean(allow_subclasses, "allow_subclasses")
     return_fit = _checks.boolean(return_fit, "return_fit")
+    progress = _checks.boolean(progress, "progress")
     convs = _conv2d_places(model)
     chosen = _chosen_names(which, convs)
     new_for, swapped, fits = {}, {}, {}
@@ -268,7 +283,7 @@ def replace_conv2d(model: nn.Module, which: str | Sequence[str] | Callable[[str,
         if id(conv) not in new_for:
             _check_replaceable(name, conv, allow_subclasses)
             if fit:
-                new_for[id(conv)], fits[name] = _fitted(name, conv, kwargs)
+                new_for[id(conv)], fits[name] = _fitted(name, conv, kwargs, progress)
             else:
                 new_for[id(conv)] = GaborConv2d(**conv_arguments(conv), **kwargs)
             new_for[id(conv)].train(conv.training)

@@ -6,6 +6,7 @@ weights) do the right thing instead of failing deep inside torch, numpy or scipy
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from gaborlayer import (
     gabor_kernel3d,
     suggest_kernel_size,
 )
+from gaborlayer.fit import GaborFitWarning
 from gaborlayer.init import gabor_
 from gaborlayer.optim import param_groups
 
@@ -190,7 +192,56 @@ def test_fit_kernel_without_amplitude_says_why_a_tiny_target_cannot_fit(unit_fit
         fit_kernel(1e-200 * kernel)
     assert "all zeros" not in str(info.value)
     with pytest.raises(ValueError, match=r"kernel 1 .*too large.*use amplitude=True"):
-        fit_kernel(torch.stack([kernel, 1e30 * kernel]))
+        fit_kernel(torch.stack([kernel, 1e160 * kernel]))  # its squared norm overflows float64
+
+
+# Without a gain the filter peaks at 1: a target of another scale runs (the search scores unit-norm
+# targets; it used to overflow float32 above ~1e19) and is not explained, which the fit says.
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1e3, 1e30])
+def test_fit_kernel_without_amplitude_runs_at_any_scale_and_warns_why(unit_fit, scale):
+    kernel, _ = unit_fit
+    with pytest.warns(GaborFitWarning, match=r"explains .* of the target's energy: without a gain the filter peaks "
+                                             r"at 1 but the kernel peaks at .*use amplitude=True"):
+        fit = fit_kernel(scale * kernel)
+    assert bool(torch.isfinite(torch.stack(list(fit.params().values()))).all())
+
+
+def test_poor_fit_warns_and_says_why():
+    from skimage.filters import gabor_kernel
+
+    small = gabor_kernel(0.1).real  # peak ~0.005: a unit-peak filter cannot match it
+    with pytest.warns(GaborFitWarning, match=r"explains \d+\.\d% .*peaks at 0.00504: use amplitude=True"):
+        fit_kernel(small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with a gain it fits: no warning
+        fit = fit_kernel(small, amplitude=True)
+    assert fit.loss.item() < 1e-3
+    noise = torch.randn(2, 15, 15, generator=torch.Generator().manual_seed(0), dtype=D)
+    with pytest.warns(GaborFitWarning, match=r"target 0; 2 of 2 explain less than 50%.*not close to a Gabor filter"):
+        fit_kernel(noise, amplitude=True)
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1), dtype=D)
+    y = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2), dtype=D)
+    with pytest.warns(GaborFitWarning, match=r"fit_response: .*the least-squares kernel from x to y is not close"):
+        fit_response(x, y, 7, amplitude=True)
+
+
+def test_fitting_takes_numpy_arrays_and_refuses_non_finite_ones(unit_fit):
+    kernel, base = unit_fit
+    fit = fit_kernel(kernel.numpy(), amplitude=True)
+    for name in (*NAMES, "amplitude", "loss"):
+        assert torch.equal(getattr(fit, name), getattr(base, name)), name
+    x = torch.rand(1, 1, 30, 30, generator=torch.Generator().manual_seed(0), dtype=D)
+    y = torch.nn.functional.conv2d(x, kernel[None, None], padding="same")
+    from_numpy = fit_response(x.numpy(), y.numpy(), 15)
+    assert from_numpy.loss.item() < 1e-10 and abs(from_numpy.theta.item() - TRUTH["theta"]) < 1e-6
+    bad = kernel.numpy().copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="kernel must be finite"):
+        fit_kernel(bad)
+    with pytest.raises(ValueError, match="x must be finite"):
+        fit_response(np.where(x.numpy() > 0.5, np.inf, x.numpy()), y.numpy(), 15)
+    with pytest.raises(ValueError, match="y must be finite"):
+        fit_response(x, torch.full_like(y, math.nan), 15)
 
 
 def test_fit_response_rejects_all_zero_y_but_not_tiny_y(unit_fit):
