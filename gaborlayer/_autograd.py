@@ -15,11 +15,13 @@ every term is in ``docs/math.md`` (2-D) and ``docs/nd.md`` (1-D and 3-D).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import torch
 
-from ._compat import fx_tracing
+from ._compat import forward_ad_active, functorch_active, fx_tracing
 from ._reference import reduced_phase_offset, sampling_grid1d, sampling_grid2d, sampling_grid3d
 
 TWO_PI = 2 * math.pi
@@ -53,10 +55,41 @@ def _terms2d(theta, sigma, lambd, gamma, psi, kh, kw):
     return x_rot, y_rot, a, b, c, envelope, phase
 
 
+def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
+    """The phase and the envelope of the bank, each ``(P, N)`` (taps, filters), as the forwards
+    build them: :func:`gabor_kernel2d_forward` and :class:`_GaborKernel2dMoments` share this, so a
+    layer's bank is the same to the bit in training and in eval.
+
+    ``x' = x cos + y sin``, ``y' = y cos - x sin`` and the phase ``2 pi x'/lambd + psi`` are each
+    ``u x + v y + w`` with per-filter ``u, v, w``: a ``(1, kw, N)`` row plus a ``(kh, 1, N)``
+    column, so the three come out of one broadcast add (the filter index contiguous, see
+    :func:`_terms2d`). The envelope's scaled coordinates ``x'/(sqrt 2 sigma)`` and
+    ``gamma y'/(sqrt 2 sigma)`` divide the bounded coordinates by sigma (a tiny sigma gives an
+    envelope of exact zeros, never 0 * inf). Later steps run in place, except under functorch
+    transforms (whose batched tensors refuse some in-place writes).
+    """
+    x, y = _tap_coordinates(kh, kw, theta)
+    cos_t, sin_t = torch.cos(theta), torch.sin(theta)
+    wave = TWO_PI / lambd
+    zero = torch.zeros_like(theta)
+    rows = torch.addcmul(torch.stack([zero, zero, reduced_phase_offset(psi)])[:, None, :],  # (3, kw, N)
+                         x[:, None], torch.stack([cos_t, -sin_t, wave * cos_t])[:, None, :])
+    cols = y[:, None] * torch.stack([sin_t, cos_t, wave * sin_t])[:, None, :]  # (3, kh, N)
+    x_rot, y_rot, phase = torch.add(rows[:, None], cols[:, :, None]).view(3, kh * kw, -1)
+    width = math.sqrt(2) * sigma
+    if functorch_active():
+        a, b = x_rot / width, (y_rot / width) * gamma
+        envelope = torch.exp(-torch.addcmul(a * a, b, b))
+    else:
+        a, b = x_rot.div_(width), y_rot.div_(width).mul_(gamma)
+        envelope = a.mul_(a).addcmul_(b, b).neg_().exp_()
+    return phase, envelope
+
+
 def gabor_kernel2d_forward(params, size):
     """Bank ``(N, kh, kw)`` from ``params = (theta, sigma, lambd, gamma, psi)``, each ``(N,)``."""
     theta = params[0]
-    *_, envelope, phase = _terms2d(*params, *size)
+    phase, envelope = _bank_terms2d(*params, *size)
     # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
     # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
     return (envelope * torch.cos(phase)).t().reshape(-1).view(theta.shape[0], *size)
@@ -153,6 +186,130 @@ def gabor_kernel2d_jvp(params, tangents, size):
         terms.append((e_sin, -t_psi))
     # (P, N) -> (N, kh, kw), flattened first as in the forward, for standard strides.
     return _tangent_sum(terms, e_cos).t().reshape(-1).view(theta.shape[0], *size)
+
+
+# -- the eager CPU path: a backward from six moments per filter -----------------------------------
+# Every parameter gradient of the 2-D bank is a combination of six weighted sums per filter,
+#     sum_p G K {x^2, xy, y^2}   and   sum_p G S {x, y, 1}
+# over the taps p at pixel coordinates (x, y), with G the incoming gradient, K = E cos(phase) the
+# bank and S = E sin(phase): dK/dtheta, dK/dsigma and dK/dgamma are K times quadratic forms in the
+# rotated coordinates (x', y'), dK/dlambd and dK/dpsi are S times x' and 1, and a quadratic form in
+# (x', y') is one in (x, y) with per-filter coefficients. So the backward is two products, two
+# (N, P) @ (P, 3) matmuls and O(N) algebra: no transcendental function of the bank, no
+# recomputation. The forward keeps S for it (one bank more than the parameters; K is the output).
+# Rotating the moments into the filter's frame cancels (x'^2 = c^2 x^2 + 2cs xy + s^2 y^2 is small
+# where x^2 and y^2 are not, for an elongated envelope): the moments and that algebra run in
+# float64, where the cancellation costs a relative max(gamma, 1/gamma)^2 * 1e-16 of sum |G K| r^2,
+# so the path is taken only for gamma within MOMENT_GAMMA_RANGE (and a sigma within
+# MOMENT_SIGMA_RANGE, where 1/sigma is finite and no scaled coordinate overflows). Outside it, under
+# create_graph, torch.compile, fx, functorch, forward-mode AD and on non-CPU devices, GaborKernel2d
+# takes its own path (the parameters alone saved, everything recomputed).
+MOMENT_GAMMA_RANGE = (1 / 64, 64.0)
+MOMENT_SIGMA_RANGE = (1e-3, 1e6)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_grids(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The pixel coordinates ``x (kw,)`` and ``y (kh,)`` in ``dtype``, and the float64 ``(2, P, 4)``
+    pair of per-tap weights that turn ``G K`` and ``G S`` (taps in row-major order) into the
+    moments ``(x^2 - y^2, 2xy, x^2 + y^2, 0)`` and ``(x, y, 1, 0)``. Cached per size, dtype and
+    device; built outside inference mode (a cached inference tensor could not be saved for a
+    backward later)."""
+    with torch.inference_mode(False), torch.no_grad():
+        y, x = sampling_grid2d(kh, kw, torch.float64, device)
+        tx, ty = x.expand(kh, kw).reshape(-1), y.expand(kh, kw).reshape(-1)
+        zero, one = torch.zeros_like(tx), torch.ones_like(tx)
+        weights = torch.stack([torch.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty, zero], dim=1),
+                               torch.stack([tx, ty, one, zero], dim=1)])
+        return x.reshape(-1).to(dtype), y.reshape(-1).to(dtype), weights
+
+
+def _tap_coordinates(kh: int, kw: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x (kw,)`` and ``y (kh,)`` in ``like``'s dtype and device: cached for plain tensors; built
+    afresh inside torch.compile and for tensor subclasses (a fake tensor must neither be cached nor
+    meet a cached real one)."""
+    if torch.compiler.is_compiling() or type(like) not in (torch.Tensor, torch.nn.Parameter) \
+            or like.device.type == "meta":
+        y, x = sampling_grid2d(kh, kw, like.dtype, like.device)
+        return x.reshape(-1), y.reshape(-1)
+    return _tap_grids(kh, kw, like.dtype, like.device)[:2]
+
+
+def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
+    """Whether :class:`GaborKernel2d` builds ``params`` (five vectors ``(N,)``) through
+    :class:`_GaborKernel2dMoments`: eagerly on CPU, with a gradient to build and none of the
+    transforms that need the plain Function (see the comment above it), and every gamma and sigma
+    in the ranges where its float64 moments are exact to the float32 or float64 rounding."""
+    theta, sigma, _, gamma, _ = params
+    if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        return False
+    if theta.device.type != "cpu" or theta.dtype not in (torch.float32, torch.float64) or theta.numel() == 0:
+        return False
+    if torch.compiler.is_compiling() or fx_tracing() or functorch_active() or forward_ad_active():
+        return False
+    low, high = torch.aminmax(torch.stack([gamma.detach(), sigma.detach()]), dim=1)
+    (gamma_min, sigma_min), (gamma_max, sigma_max) = low.tolist(), high.tolist()
+    return (MOMENT_GAMMA_RANGE[0] <= gamma_min and gamma_max <= MOMENT_GAMMA_RANGE[1]
+            and MOMENT_SIGMA_RANGE[0] <= sigma_min and sigma_max <= MOMENT_SIGMA_RANGE[1])
+
+
+def _no_autocast(device_type: str):
+    """A context without autocast (which would run the matmul below in half precision)."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) \
+        else contextlib.nullcontext()
+
+
+class _GaborKernel2dMoments(torch.autograd.Function):
+    """The 2-D bank with the moment backward (see above): ``(theta, sigma, lambd, gamma, psi)`` and
+    ``kh, kw`` -> ``(bank (N, kh, kw), S (kh * kw, N))``, ``S`` not differentiable. Eager only, called
+    by :class:`GaborKernel2d` where :func:`moments_pay`; with ``create_graph=True`` its backward is
+    :func:`gabor_kernel2d_backward` (differentiable ops), so double backward is the plain one's."""
+
+    @staticmethod
+    def forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
+        phase, envelope = _bank_terms2d(theta, sigma, lambd, gamma, psi, kh, kw)
+        sine = torch.sin(phase).mul_(envelope)  # (P, N)
+        # as gabor_kernel2d_forward: (P, N) -> (N, kh, kw) by one transposing copy
+        return phase.cos_().mul_(envelope).t().reshape(-1).view(theta.shape[0], kh, kw), sine
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        bank, sine = output
+        ctx.mark_non_differentiable(sine)
+        ctx.set_materialize_grads(False)  # no zeros for S's (absent) gradient
+        ctx.save_for_backward(*inputs[:5], bank, sine)
+        ctx.size = inputs[5:]
+
+    @staticmethod
+    def backward(ctx, grad, _sine_grad):
+        *params, bank, sine = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if grad is None:
+            return (None,) * 7
+        if torch.is_grad_enabled():  # create_graph: the differentiable backward
+            return (*gabor_kernel2d_backward(grad, params, ctx.size, need), None, None)
+        theta, sigma, lambd, gamma, _ = torch.stack(params).double()
+        weights = _tap_grids(*ctx.size, bank.dtype, bank.device)[2]
+        g = grad.reshape(bank.shape[0], -1)
+        moments = grad.new_empty((2, g.shape[0], 4), dtype=torch.float64)
+        with _no_autocast(bank.device.type):
+            torch.mm(torch.mul(g, bank.view_as(g)).double(), weights[0], out=moments[0])
+            torch.mm(torch.mul(g.t().contiguous(), sine).double().t(), weights[1], out=moments[1])
+        # Into the filter's frame: with D = sum G K (x^2 - y^2 + 2i xy) and L = sum G S (x + iy),
+        # D e^{-2i theta} = sum G K (x'^2 - y'^2 + 2i x'y') and L e^{-i theta} = sum G S (x' + iy').
+        turn = torch.polar(torch.ones_like(theta), -theta)
+        frame = torch.view_as_complex(moments[..., :2]) * torch.stack([turn * turn, turn])
+        (d_re, l_re), (d_im, l_im) = frame.real, frame.imag
+        k_rr, s_1 = moments[0, :, 2], moments[1, :, 2]  # sum G K (x'^2 + y'^2), sum G S
+        gg, half_var, wave = gamma * gamma, 0.5 / (sigma * sigma), TWO_PI / lambd
+        grads = torch.stack([
+            (gg - 1) * d_im * half_var - wave * l_im,  # dK/dtheta = K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
+            torch.addcmul((1 + gg) * k_rr, 1 - gg, d_re) * half_var / sigma,  # K (x'^2 + gamma^2 y'^2)/sigma^3
+            wave / lambd * l_re,  # dK/dlambd = S 2 pi x'/lambd^2
+            -gamma * (k_rr - d_re) * half_var,  # dK/dgamma = -K gamma y'^2/sigma^2
+            -s_1,  # dK/dpsi = -S
+        ]).to(bank.dtype)
+        return (*(g if n else None for g, n in zip(grads, need)), None, None)
 
 
 # -- forward mode, outside torch.compile --------------------------------------------------------
@@ -468,9 +625,19 @@ _with_forward_mode(GaborKernel1d, lambda ctx, *tangents: gabor_kernel1d_jvp(ctx.
 
 
 class GaborKernel2d(_ForwardModeInEager, torch.autograd.Function):
-    """``(theta, sigma, lambd, gamma, psi)`` of shape ``(N,)`` and ``kh, kw`` -> bank ``(N, kh, kw)``."""
+    """``(theta, sigma, lambd, gamma, psi)`` of shape ``(N,)`` and ``kh, kw`` -> bank ``(N, kh, kw)``.
+
+    Eagerly on CPU, with a gradient to build, ``apply`` runs :class:`_GaborKernel2dMoments` (the
+    backward from six moments per filter) where :func:`moments_pay`; everywhere else this Function.
+    """
 
     generate_vmap_rule = True
+
+    @classmethod
+    def apply(cls, theta, sigma, lambd, gamma, psi, kh, kw):
+        if moments_pay((theta, sigma, lambd, gamma, psi)):
+            return _GaborKernel2dMoments.apply(theta, sigma, lambd, gamma, psi, kh, kw)[0]
+        return super().apply(theta, sigma, lambd, gamma, psi, kh, kw)
 
     @staticmethod
     def forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int):

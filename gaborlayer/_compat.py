@@ -44,6 +44,13 @@ def version_counter(t: torch.Tensor) -> int | None:
         return None
 
 
+def forward_ad_active() -> bool:
+    """Whether a ``torch.autograd.forward_ad.dual_level`` is open (dual tensors may flow). Unknown
+    (the API moved): ``True``, so that callers take the path that has forward-mode AD."""
+    level = getattr(torch.autograd.forward_ad, "_current_level", None)
+    return True if not isinstance(level, int) else level >= 0
+
+
 def fx_tracing() -> bool:
     """Whether ``torch.fx.symbolic_trace`` is tracing. Unknown (the API moved): ``False``."""
     symbolic_trace = getattr(torch.fx, "_symbolic_trace", None)

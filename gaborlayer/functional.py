@@ -28,12 +28,19 @@ _NO_TRITON_ND = ("backend='triton' has no kernel for {dims}-D banks: there is a 
 _ND_SHARE = {1: "about 0.1%", 3: "about 1%"}  # on CPU; measured, docs/nd.md
 
 
-def resolve_backend(backend: str, device: torch.device | None = None, *, dims: int = 2) -> str:
+def resolve_backend(backend: str, device: torch.device | None = None, *, dims: int = 2,
+                    dtype: torch.dtype = torch.float32) -> str:
     """The concrete backend for ``backend`` on ``device``: ``"torch"``, ``"triton"`` or ``"reference"``.
 
     ``"auto"`` picks ``"triton"`` (the ``torch.ops.gaborlayer.gabor_bank`` op, Triton kernels)
-    for CUDA tensors when triton imports, else ``"torch"`` (the analytic
-    ``torch.autograd.Function``). ``"triton"`` never falls back: it raises ``RuntimeError``
+    for CUDA tensors when triton imports and the kernels pass their first-use check on that device
+    in ``dtype`` (the dtype the bank is computed in: float32, or float64), else ``"torch"`` (the
+    analytic ``torch.autograd.Function``). The check (``gaborlayer._triton.kernels_verified``) runs
+    once per device and dtype: a small random bank's values and five gradients against the
+    Function's; on a failure it warns once, saying what differed, and ``"auto"`` keeps to
+    ``"torch"`` there. ``GABORLAYER_TRITON_CHECK=0`` skips it; inside torch.compile or fx tracing
+    it does not run (a verdict already reached is used, else ``"torch"``). ``"triton"`` is never
+    checked and never falls back: it raises ``RuntimeError``
     saying why when triton does not import or the tensors are not on CUDA (CPU tensors run it
     only under the Triton interpreter, ``TRITON_INTERPRET=1``). With ``device=None`` only the
     name (and, for ``"triton"``, the import) is checked. Resolving to ``"triton"`` on a device
@@ -63,6 +70,8 @@ def resolve_backend(backend: str, device: torch.device | None = None, *, dims: i
         raise RuntimeError(reason)
     if device_type is not None:
         _triton.register_op()
+        if backend == "auto" and not _triton.kernels_verified(device, dtype):
+            return "torch"
     return "triton"
 
 
@@ -80,7 +89,7 @@ def _bank(family: GaborFamily, params: dict, size: tuple[int, ...], *, zero_mean
     compute = torch.promote_types(dtype, torch.float32)
     if compute != dtype:
         flat = {name: p.to(compute) for name, p in flat.items()}  # differentiable; cast back below
-    resolved = resolve_backend(backend, first.device, dims=family.dims)
+    resolved = resolve_backend(backend, first.device, dims=family.dims, dtype=compute)
     if resolved == "reference":
         build = family.reference
     elif resolved == "triton":

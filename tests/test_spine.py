@@ -60,7 +60,9 @@ def test_no_module_outside_the_spec_branches_on_the_dimension():
 
 # -- plain gradient functions ----------------------------------------------------------------
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_gradient_functions_are_the_functions_backward(dims):
+def test_gradient_functions_are_the_functions_backward(dims, monkeypatch):
+    # The 2-D Function's own path (not the eager CPU moment path: tests/test_speed_paths.py)
+    monkeypatch.setattr(_autograd, "moments_pay", lambda params: False)
     family = FAMILIES[dims]
     backward = getattr(_autograd, f"gabor_kernel{dims}d_backward")
     gen = torch.Generator().manual_seed(dims)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 
 import torch
 
@@ -327,12 +328,98 @@ def test_the_kernels_under_test_are_triton(monkeypatch):
     assert len(calls) == 1
 
 
-def test_auto_backend():
+def test_auto_backend(monkeypatch):
     assert resolve_backend("auto", torch.device("cpu")) == "torch"  # even under the interpreter
     assert resolve_backend("auto") == "torch"
+    monkeypatch.setattr(gtriton, "kernels_verified", lambda device, dtype: True)
     assert resolve_backend("auto", torch.device("cuda")) == "triton"  # triton imports here
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("cuda")
+
+
+# -- the first-use check behind backend="auto" ---------------------------------------------------
+def _broken(monkeypatch, part: str) -> str:
+    """Make the op's forward (a value 0.1% off) or backward (d_gamma's sign flipped) wrong; returns
+    what the check must name."""
+    if part == "forward":
+        real_forward = _ops.bank_forward
+        monkeypatch.setattr(_ops, "bank_forward", lambda *args: real_forward(*args) * 1.001)
+        return "the bank's values"
+    real_backward = _ops.bank_backward
+
+    def wrong_backward(*args):
+        grads = list(real_backward(*args))
+        grads[3] = -grads[3]
+        return tuple(grads)
+
+    monkeypatch.setattr(_ops, "bank_backward", wrong_backward)
+    return "d_gamma"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_first_use_check_passes_the_real_kernels(dtype):
+    assert gtriton.check_kernels(DEVICE, dtype) == ""
+
+
+@pytest.mark.parametrize("part", ["forward", "backward"])
+def test_first_use_check_catches_a_broken_kernel_warns_once_and_falls_back(monkeypatch, part):
+    monkeypatch.setattr(gtriton, "_VERDICTS", {})
+    monkeypatch.delenv(gtriton.CHECK_ENV, raising=False)
+    what = _broken(monkeypatch, part)
+    assert what in gtriton.check_kernels(DEVICE, torch.float32)
+    with pytest.warns(RuntimeWarning, match=f"failed their first-use check on {DEVICE.type}.*{what}"):
+        assert gtriton.kernels_verified(DEVICE, torch.float32) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the verdict is kept, no second check or warning
+        assert gtriton.kernels_verified(DEVICE, torch.float16) is False  # computed in float32: the same verdict
+    # float64 is checked on its own: the broken kernel fails there too
+    with pytest.warns(RuntimeWarning, match="float64"):
+        assert gtriton.kernels_verified(DEVICE, torch.float64) is False
+
+
+def test_first_use_check_keeps_a_passing_verdict_and_can_be_skipped(monkeypatch):
+    monkeypatch.setattr(gtriton, "_VERDICTS", {})
+    monkeypatch.delenv(gtriton.CHECK_ENV, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gtriton.kernels_verified(DEVICE, torch.float32) is True
+    monkeypatch.setattr(gtriton, "check_kernels", lambda device, dtype: pytest.fail("checked twice"))
+    assert gtriton.kernels_verified(DEVICE, torch.float32) is True
+    monkeypatch.setattr(gtriton, "_VERDICTS", {})
+    monkeypatch.setenv(gtriton.CHECK_ENV, "0")
+    _broken(monkeypatch, "forward")
+    assert gtriton.kernels_verified(DEVICE, torch.float32) is True  # skipped: the kernels are trusted
+
+
+def test_auto_uses_the_first_use_verdict_on_cuda(monkeypatch):
+    """resolve_backend("auto") on a CUDA device takes Triton only when the check passes (the check
+    itself is faked here: on CPU there is no CUDA device to run it on)."""
+    monkeypatch.setattr(gtriton, "_VERDICTS", {})
+    monkeypatch.delenv(gtriton.CHECK_ENV, raising=False)
+    checked = []
+
+    def fake_check(device, dtype):
+        checked.append((str(device), dtype))
+        return "d_theta by 0.5 (tolerance 2e-05)" if dtype == torch.float64 else ""
+
+    monkeypatch.setattr(gtriton, "check_kernels", fake_check)
+    cuda = torch.device("cuda")
+    assert resolve_backend("auto", cuda) == "triton"
+    assert resolve_backend("auto", cuda, dtype=torch.bfloat16) == "triton"  # computed in float32: checked once
+    with pytest.warns(RuntimeWarning, match="d_theta by 0.5"):
+        assert resolve_backend("auto", cuda, dtype=torch.float64) == "torch"
+    assert resolve_backend("triton", cuda, dtype=torch.float64) == "triton"  # explicit: never checked
+    assert checked == [("cuda", torch.float32), ("cuda", torch.float64)]
+
+
+def test_first_use_check_does_not_run_inside_a_trace(monkeypatch):
+    monkeypatch.setattr(gtriton, "_VERDICTS", {})
+    monkeypatch.delenv(gtriton.CHECK_ENV, raising=False)
+    monkeypatch.setattr(gtriton, "check_kernels", lambda device, dtype: pytest.fail("checked inside a trace"))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert gtriton.kernels_verified(DEVICE, torch.float32) is False  # no verdict yet: the PyTorch Function
+    gtriton._VERDICTS[(str(DEVICE), str(torch.float32))] = True
+    assert gtriton.kernels_verified(DEVICE, torch.float32) is True  # a verdict reached eagerly is used
 
 
 def test_triton_without_triton_raises(monkeypatch):

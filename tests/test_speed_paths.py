@@ -1,0 +1,189 @@
+"""The eager CPU path of the 2-D bank: ``GaborKernel2d`` with the moment backward
+(``gaborlayer._autograd._GaborKernel2dMoments``), where it is taken and where not, its gradients
+against the plain Function's and the oracle's, what it saves, and the cached sampling grid.
+
+The generated gradient suite (tests/test_gradients.py, test_oracle.py, test_numerics.py) goes
+through this path wherever it is taken (eager, CPU, a gradient to build), so the checks against
+central differences and the float32 accuracy bounds cover it; here is what is particular to it.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import RANGES, _floats, scaled
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaborlayer import GaborConv2d, gabor_kernel2d
+from gaborlayer import _autograd as ag
+from gaborlayer._autograd import MOMENT_GAMMA_RANGE, MOMENT_SIGMA_RANGE, GaborKernel2d
+from gaborlayer._reference import gabor_kernel2d_reference
+
+NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
+MOMENTS = "_GaborKernel2dMomentsBackward"
+
+
+def params(n=6, dtype=torch.float64, seed=0, gamma=None, sigma=None, requires_grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    values = [lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+              for lo, hi in (RANGES[k] for k in NAMES)]
+    if gamma is not None:
+        values[3] = torch.full((n,), gamma, dtype=torch.float64)
+    if sigma is not None:
+        values[1] = torch.full((n,), sigma, dtype=torch.float64)
+    return [v.to(dtype).requires_grad_(requires_grad) for v in values]
+
+
+def path(bank: torch.Tensor) -> str | None:
+    return None if bank.grad_fn is None else bank.grad_fn.name()
+
+
+# -- where the path is taken ---------------------------------------------------------------------
+def test_the_moment_path_is_taken_eagerly_with_a_gradient_to_build():
+    for dtype in (torch.float32, torch.float64):
+        assert path(GaborKernel2d.apply(*params(dtype=dtype), 5, 4)) == MOMENTS
+    low, high = MOMENT_GAMMA_RANGE
+    assert path(GaborKernel2d.apply(*params(gamma=low), 5, 4)) == MOMENTS  # the range's ends are in it
+    assert path(GaborKernel2d.apply(*params(gamma=high), 5, 4)) == MOMENTS
+
+
+@pytest.mark.parametrize("case", ["no_grad", "no requires_grad", "gamma above", "gamma below", "sigma below",
+                                  "sigma above", "nan gamma", "forward AD", "half"])
+def test_the_plain_function_everywhere_else(case):
+    kwargs = {"no requires_grad": {"requires_grad": False}, "gamma above": {"gamma": MOMENT_GAMMA_RANGE[1] * 1.01},
+              "gamma below": {"gamma": MOMENT_GAMMA_RANGE[0] / 1.01},
+              "sigma below": {"sigma": MOMENT_SIGMA_RANGE[0] / 1.01},
+              "sigma above": {"sigma": MOMENT_SIGMA_RANGE[1] * 1.01}, "nan gamma": {"gamma": math.nan},
+              "half": {"dtype": torch.float16}}.get(case, {})
+    p = params(**kwargs)
+    if case == "no_grad":
+        with torch.no_grad():
+            assert path(GaborKernel2d.apply(*p, 5, 4)) is None
+        return
+    if case == "forward AD":
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.make_dual(p[0], torch.ones_like(p[0]))
+            bank = GaborKernel2d.apply(dual, *p[1:], 5, 4)
+            assert path(bank) == "GaborKernel2dBackward"
+            assert torch.autograd.forward_ad.unpack_dual(bank).tangent is not None
+        return
+    bank = GaborKernel2d.apply(*p, 5, 4)
+    assert path(bank) in (None, "GaborKernel2dBackward")
+
+
+def test_the_plain_function_under_functorch():
+    p = [t.detach() for t in params()]
+    grads = torch.func.grad(lambda *q: (GaborKernel2d.apply(*q, 5, 4) ** 2).sum(), argnums=tuple(range(5)))(*p)
+    p64 = [t.clone().requires_grad_() for t in p]
+    expected = torch.autograd.grad((gabor_kernel2d_reference(*p64, 5, 4) ** 2).sum(), p64)
+    torch.testing.assert_close(grads, expected)
+    banks = torch.vmap(lambda *q: GaborKernel2d.apply(*q, 3, 3))(*[t[None] for t in p])
+    torch.testing.assert_close(banks[0], gabor_kernel2d_reference(*p, 3, 3))
+
+
+# -- what it computes ----------------------------------------------------------------------------
+@st.composite
+def moment_cases(draw):
+    """Parameters over the whole range the moment path takes (gamma and sigma to its ends)."""
+    n = draw(st.integers(1, 5))
+    log_gamma = [math.log(v) for v in MOMENT_GAMMA_RANGE]
+    theta = torch.tensor(draw(st.lists(_floats(*RANGES["theta"]), min_size=n, max_size=n)), dtype=torch.float64)
+    sigma = torch.tensor(draw(st.lists(_floats(0.3, 12.0), min_size=n, max_size=n)), dtype=torch.float64)
+    lambd = torch.tensor(draw(st.lists(_floats(1.0, 40.0), min_size=n, max_size=n)), dtype=torch.float64)
+    gamma = torch.tensor(draw(st.lists(_floats(*log_gamma), min_size=n, max_size=n)), dtype=torch.float64).exp()
+    psi = torch.tensor(draw(st.lists(_floats(*RANGES["psi"]), min_size=n, max_size=n)), dtype=torch.float64)
+    size = draw(st.tuples(st.integers(1, 11), st.integers(1, 11)))
+    return [theta, sigma, lambd, gamma, psi], size, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=scaled(400))
+@given(case=moment_cases())
+def test_moment_gradients_are_the_plain_functions_to_float64_rounding(case, gradient_cases):
+    values, size, seed = case
+    grad = torch.randn(values[0].shape[0], *size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    p = [v.clone().requires_grad_() for v in values]
+    bank = GaborKernel2d.apply(*p, *size)
+    assert path(bank) == MOMENTS
+    got = torch.autograd.grad(bank, p, grad)
+    q = [v.clone().requires_grad_() for v in values]
+    plain = GaborKernel2d._forward_mode.apply(*q, *size)
+    assert torch.equal(bank, plain)  # the forwards share their terms: the same bank to the bit
+    want = torch.autograd.grad(plain, q, grad)
+    # Relative to the sum over taps of |grad| times the largest per-tap factor of a derivative
+    # (x'^2 gamma^2 / sigma^3 and the like, bounded through the envelope by ~1/sigma max(1, gamma^2)).
+    sigma, gamma = values[1], values[3]
+    scale = grad.abs().flatten(1).sum(1) * (1 + 1 / sigma) * torch.maximum(gamma, 1 / gamma) ** 2 * 10
+    for name, g, w in zip(NAMES, got, want):
+        assert ((g - w).abs() <= 1e-12 * scale).all(), (name, (g - w).abs().max())
+    gradient_cases.add()
+
+
+def test_moment_gradients_at_float32_are_as_accurate_as_the_plain_ones():
+    """Both against the float64 oracle at the same (float32) values, at gamma up to 64: the moment
+    algebra runs in float64, so the float32 error is the forward's rounding, as in the plain path."""
+    gen = torch.Generator().manual_seed(5)
+    for gamma in (0.02, 0.3, 1.0, 3.0, 60.0):
+        p32 = params(n=64, dtype=torch.float32, seed=int(gamma * 100), gamma=gamma)
+        grad = torch.randn(64, 7, 6, generator=gen)
+        p64 = [t.detach().double().requires_grad_() for t in p32]
+        want = torch.autograd.grad(gabor_kernel2d_reference(*p64, 7, 6), p64, grad.double())
+        errors = {}
+        for name, build in (("moments", GaborKernel2d.apply), ("plain", GaborKernel2d._forward_mode.apply)):
+            bank = build(*p32, 7, 6)
+            got = torch.autograd.grad(bank, p32, grad)
+            errors[name] = [float(((g.double() - w).abs() / grad.abs().flatten(1).sum(1)).max())
+                            for g, w in zip(got, want)]
+        # Both come from the float32 forward's rounding of K and S (up to ~1e-6 of sum |grad| at
+        # gamma = 3 for both paths).
+        for name, m, pl in zip(NAMES, errors["moments"], errors["plain"]):
+            assert m <= 4 * pl + 1e-6, (gamma, name, m, pl)
+
+
+def test_double_backward_and_create_graph_take_the_differentiable_backward():
+    p = params()
+    assert torch.autograd.gradgradcheck(lambda *q: GaborKernel2d.apply(*q, 4, 3), p)
+    bank = GaborKernel2d.apply(*p, 4, 3)
+    (d_theta,) = torch.autograd.grad(bank.square().sum(), p[:1], create_graph=True)
+    assert d_theta.grad_fn is not None
+
+
+def test_the_moment_path_saves_one_bank_beyond_the_parameters():
+    p = params(n=32, dtype=torch.float32)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        bank = GaborKernel2d.apply(*p, 7, 5)
+    own = {t.data_ptr() for t in p} | {bank.data_ptr()}  # the output itself costs nothing extra
+    extra = sum(t.numel() * t.element_size() for t in saved if t.data_ptr() not in own)
+    assert extra == bank.numel() * bank.element_size()  # S = E sin(phase)
+
+
+def test_inputs_without_a_gradient_and_an_unused_output():
+    p = params()
+    p[2] = p[2].detach()
+    bank = GaborKernel2d.apply(*p, 3, 3)
+    grads = torch.autograd.grad(bank.sum(), p[:2] + p[3:])
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+# -- the cached sampling grid -----------------------------------------------------------------------
+def test_the_grid_cache_outlives_inference_mode_and_serves_training():
+    ag._tap_grids.cache_clear()
+    p = params(dtype=torch.float32)
+    with torch.inference_mode():
+        gabor_kernel2d(*[t.detach() for t in p], (5, 4))  # the first use builds the cached grid
+    bank = gabor_kernel2d(*p, (5, 4))  # and a later training step saves tensors made from it
+    torch.autograd.grad(bank.sum(), p)
+    assert ag._tap_grids.cache_info().currsize >= 1
+
+
+def test_the_layer_trains_under_cpu_autocast_on_the_moment_path():
+    torch.manual_seed(0)
+    conv = GaborConv2d(3, 4, 5, padding=2)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+        grads = torch.autograd.grad(out.float().square().sum(), [conv.theta, conv.log_sigma])
+    assert path(conv.weight) is not None
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
