@@ -409,15 +409,28 @@ def paired(values: list[float], baseline: list[float]) -> tuple[float, float]:
     return float(diff.mean()), float(stats.ttest_rel(values, baseline).pvalue)
 
 
-def cell_text(values: list[float], baseline: list[float] | None) -> str:
-    """``mean ± std`` (percent), and against the baseline ``(+d, p)`` in bold when p < 0.05."""
+def cell_text(values: list[float], baseline: list[float] | None, spread: bool = True) -> str:
+    """``mean ± std`` (percent; the std with ``spread``), and against the baseline (the same seeds)
+    ``(+d, p)``, in bold when p < 0.05."""
     v = 100 * np.asarray(values)
-    text = f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+    text = f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if spread and len(v) > 1 else f"{v.mean():.1f}"
     if baseline is None:
         return text
-    d, p = paired(100 * np.asarray(values), 100 * np.asarray(baseline))
+    d, p = paired(v, 100 * np.asarray(baseline))
     mark = f"{d:+.1f}, p {p:.3f}" if p >= 0.001 else f"{d:+.1f}, p < 0.001" if math.isfinite(p) else f"{d:+.1f}"
     return f"{text} (**{mark}**)" if math.isfinite(p) and p < 0.05 else f"{text} ({mark})"
+
+
+def common_seeds(rs: list[dict], base: list[dict] | None) -> tuple[list[dict], list[dict] | None]:
+    """``rs`` and ``base`` restricted to the seeds both have (``base`` ``None``: no comparison)."""
+    if base is None:
+        return rs, None
+    both = set(seeds_of(rs)) & set(seeds_of(base))
+    return [r for r in rs if r["seed"] in both], [r for r in base if r["seed"] in both]
+
+
+def args_seeds(payload: dict) -> int:
+    return payload["meta"]["seeds"]
 
 
 def seeds_of(rs: list[dict]) -> list[int]:
@@ -447,9 +460,9 @@ def tables(payload: dict) -> dict[str, str]:
                 if not rs:
                     row.append("not run")
                     continue
-                same = base is not None and seeds_of(base) == seeds_of(rs) and variant != "conv"
-                row.append(cell_text([r["clean"][key_] for r in rs], [r["clean"][key_] for r in base] if same else None)
-                           + ("" if len(rs) == len(groups[(task, "conv", 1.0)]) else f" [{len(rs)} seeds]"))
+                rs, b = common_seeds(rs, None if variant == "conv" else base)
+                text = cell_text([r["clean"][key_] for r in rs], None if b is None else [r["clean"][key_] for r in b])
+                row.append(text + ("" if len(rs) == args_seeds(payload) else f" [{len(rs)} seeds]"))
             rows.append(row)
         n = {len(groups[k]) for k in groups if k[0] == task}
         out.append(f"**{task}**: test {label}, mean ± std over {'/'.join(map(str, sorted(n)))} seeds, by training "
@@ -458,10 +471,12 @@ def tables(payload: dict) -> dict[str, str]:
                                                     for s in sizes if (task, 'conv', s) in groups) + ")\n\n"
                    + table(["first layer"] + [f"{100 * s:g}%" for s in sizes], rows))
         if task in MATCHING:
-            rows = [[LABELS[v], cell_text([r["clean"]["fpr95"] for r in groups[(task, v, 1.0)]],
-                                          None if v == "conv" else [r["clean"]["fpr95"] for r in
-                                                                    groups[(task, "conv", 1.0)]])]
-                    for v in VARIANTS if (task, v, 1.0) in groups]
+            rows = []
+            for v in VARIANTS:
+                if (task, v, 1.0) in groups:
+                    rs, b = common_seeds(groups[(task, v, 1.0)], None if v == "conv" else groups[(task, "conv", 1.0)])
+                    rows.append([LABELS[v], cell_text([r["clean"]["fpr95"] for r in rs],
+                                                      None if b is None else [r["clean"]["fpr95"] for r in b])])
             out.append(f"**{task}**: FPR at 95% recall (%, lower is better), all training pairs\n\n"
                        + table(["first layer", "FPR95"], rows))
     out = parts["cost"]
@@ -505,21 +520,21 @@ def tables(payload: dict) -> dict[str, str]:
         base = groups.get((task, "conv", 1.0))
         if not base or "robustness" not in base[0]:
             continue
-        columns = [(kind, s) for kind, strengths in CORRUPTIONS.items() for s in strengths
-                   if str(s) in base[0]["robustness"][kind]]
+        present = [v for v in VARIANTS if (task, v, 1.0) in groups]
         rows = []
-        for variant in VARIANTS:
-            rs = groups.get((task, variant, 1.0))
-            if not rs:
-                continue
-            row = [LABELS[variant]]
-            for kind, s in columns:
-                values = [r["robustness"][kind][str(s)][key_] for r in rs]
-                row.append(cell_text(values, None if variant == "conv" else
-                                     [r["robustness"][kind][str(s)][key_] for r in base]))
+        for kind, strength in [("clean", None)] + [(k, s) for k, ss in CORRUPTIONS.items() for s in ss
+                                                   if str(s) in base[0]["robustness"][k]]:
+            def value(r, kind=kind, strength=strength, key_=key_):
+                return r["clean"][key_] if kind == "clean" else r["robustness"][kind][str(strength)][key_]
+            row = ["clean" if kind == "clean" else f"{kind} {strength:g}"]
+            for variant in present:
+                rs, b = common_seeds(groups[(task, variant, 1.0)], None if variant == "conv" else base)
+                row.append(cell_text([value(r) for r in rs], None if b is None else [value(r) for r in b],
+                                     spread=variant == "conv"))
             rows.append(row)
-        out.append(f"**{task}**: test {label} under corruption (models trained on all training items)\n\n"
-                   + table(["first layer"] + [f"{kind} {s:g}" for kind, s in columns], rows))
+        out.append(f"**{task}**: test {label} under corruption, models trained on all training items (nn.Conv2d: "
+                   "mean ± std; Gabor variants: mean, difference from nn.Conv2d and p)\n\n"
+                   + table(["corruption"] + [LABELS[v] for v in present], rows))
     return {part: "\n\n".join(blocks) for part, blocks in parts.items()}
 
 
@@ -552,9 +567,11 @@ def plot(payload: dict, images: str) -> list[str]:
     written = []
 
     def draw(ax, xs, series, variant, offset):
-        v = 100 * np.asarray(series)  # (points, seeds)
+        points = [100 * np.asarray(v) for v in series]  # per point, its seeds (a partial run: not all)
+        mean = [p.mean() for p in points]
+        std = [p.std(ddof=1) if len(p) > 1 else 0.0 for p in points]
         color, marker = STYLE[variant]
-        ax.errorbar(np.asarray(xs) * offset, v.mean(1), v.std(1, ddof=1), color=color, marker=marker, ms=4,
+        ax.errorbar(np.asarray(xs) * offset, mean, std, color=color, marker=marker, ms=4,
                     lw=1.2, capsize=2, label=LABELS[variant])
 
     swept = [t for t in tasks if len({k[2] for k in groups if k[0] == t}) > 1]  # a size sweep to draw
