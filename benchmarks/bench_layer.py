@@ -5,6 +5,7 @@
     python benchmarks/bench_layer.py --threads 1 --clock cpu --breakdown   # stable on a busy machine
     python benchmarks/bench_layer.py --device cuda   # same table on a GPU
     python benchmarks/bench_layer.py --compile       # also both layers under torch.compile
+    python benchmarks/bench_layer.py --shapes small  # only the B8/B16 layers (the B32 ones take minutes)
 
 For each layer shape, every variant runs the same two workloads:
 
@@ -12,7 +13,8 @@ For each layer shape, every variant runs the same two workloads:
   random ``R`` (``--loss sum`` for a plain sum).
 * ``eval``: forward in ``eval()`` mode under ``torch.no_grad()``.
 
-Variants: ``nn.Conv2d`` (the baseline), ``GaborConv2d``, a naive layer that builds its bank with
+Variants: ``nn.Conv2d`` (the baseline), ``GaborConv2d``, ``GaborConv2d`` with its bank kept on the
+Function's plain path (no moment backward: the layer as it was before it), a naive layer that builds its bank with
 ``gabor_kernel2d(..., backend="reference")`` (the formula in plain autograd, rebuilt on every call)
 and then calls ``F.conv2d``, and ``GaborNet.GaborConv2d`` from gabornet 0.2.0 when it is importable.
 With ``--compile``, also ``nn.Conv2d`` and ``GaborConv2d`` under ``torch.compile`` (inductor fuses the
@@ -27,6 +29,7 @@ the time of building the bank (forward), of its backward, and of the convolution
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import platform
 import statistics
@@ -37,11 +40,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gaborlayer import GaborConv2d, gabor_kernel2d
+from gaborlayer import GaborConv2d, _autograd, gabor_kernel2d
 
-# (in_channels, out_channels, kernel_size, batch, height = width)
-SHAPES = [(3, 64, 7, 8, 64), (32, 64, 5, 8, 32), (64, 64, 3, 8, 32)]
-TARGETS = {"train": 1.10, "eval": 1.00}  # GaborConv2d / nn.Conv2d, from the issue
+# (in_channels, out_channels, kernel_size, batch, height = width): the issue's table. Training
+# targets (GaborConv2d / nn.Conv2d): 1.10x at the small layers, 1.05x at the two large ones; eval 1.00x.
+SMALL = [(3, 64, 7, 8, 64), (32, 64, 5, 8, 32), (64, 64, 3, 8, 32), (128, 128, 3, 16, 28)]
+LARGE = [(3, 64, 7, 32, 112), (64, 64, 3, 32, 56)]
+SHAPES = {"small": SMALL, "large": LARGE, "all": SMALL + LARGE}
+TRAIN_TARGET = {**{shape: 1.10 for shape in SMALL}, **{shape: 1.05 for shape in LARGE}}
+EVAL_TARGET = 1.00
 
 try:  # optional third-party comparison; it pins torch < 2.0, so it is usually absent
     import GaborNet as _gabornet
@@ -67,6 +74,23 @@ class NaiveGabor(nn.Module):
         bank = gabor_kernel2d(self.theta, self.log_sigma.exp(), 2 + self.log_lambd_excess.exp(),
                               self.log_gamma.exp(), self.psi, self.kernel_size, backend="reference")
         return F.conv2d(x, bank, self.bias, padding=self.padding)
+
+
+class PlainBankPath(nn.Module):
+    """A ``GaborConv2d`` whose bank always takes the Function's plain path (the parameters alone
+    saved, everything recomputed in backward), never the eager CPU moment backward: the layer as
+    it was before the moment path, timed in the same rounds."""
+
+    def __init__(self, like: GaborConv2d):
+        super().__init__()
+        self.layer = copy.deepcopy(like)
+
+    def forward(self, x):
+        real, _autograd.moments_pay = _autograd.moments_pay, lambda params: False
+        try:
+            return self.layer(x)
+        finally:
+            _autograd.moments_pay = real
 
 
 def cpu_name() -> str:
@@ -104,7 +128,8 @@ def build_variants(cin, cout, k, device, dtype, compile: bool = False):
     torch.manual_seed(0)
     gabor = GaborConv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
     conv = nn.Conv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
-    variants = {"nn.Conv2d": conv, "GaborConv2d": gabor, "naive (reference)": NaiveGabor(gabor)}
+    variants = {"nn.Conv2d": conv, "GaborConv2d": gabor, "GaborConv2d, plain bank": PlainBankPath(gabor),
+                "naive (reference)": NaiveGabor(gabor)}
     if compile:  # the same modules under torch.compile (inductor): it fuses the bank's small operations
         variants["nn.Conv2d, compiled"] = torch.compile(conv)
         variants["GaborConv2d, compiled"] = torch.compile(gabor)
@@ -206,6 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--breakdown", action="store_true", help="also time GaborConv2d's bank build and backward")
     parser.add_argument("--compile", action="store_true",
                         help="also time nn.Conv2d and GaborConv2d under torch.compile (inductor)")
+    parser.add_argument("--shapes", default="all", choices=list(SHAPES),
+                        help="the issue's small layers (B8/B16), its two large ones (B32), or all")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -233,7 +260,7 @@ def main(argv=None) -> int:
     print("| layer | variant | train ms | train / conv | eval ms | eval / conv |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     misses, extra, extra_lines = [], [], []
-    for cin, cout, k, batch, size in SHAPES:
+    for cin, cout, k, batch, size in SHAPES[args.shapes]:
         label = f"{cin}->{cout} k{k} B{batch} {size}x{size}"
         variants = build_variants(cin, cout, k, device, dtype, args.compile)
         gen = torch.Generator(device="cpu").manual_seed(1)
@@ -252,7 +279,7 @@ def main(argv=None) -> int:
             tr, ev = results["train"][name], results["eval"][name]
             print(f"| {label} | {name} | {tr['ms']:.2f} | {tr['ratio']:.3f} [{tr['q1']:.2f}, {tr['q3']:.2f}] "
                   f"| {ev['ms']:.2f} | {ev['ratio']:.3f} [{ev['q1']:.2f}, {ev['q3']:.2f}] |")
-        for mode, target in TARGETS.items():
+        for mode, target in (("train", TRAIN_TARGET[cin, cout, k, batch, size]), ("eval", EVAL_TARGET)):
             ratio = results[mode]["GaborConv2d"]["ratio"]
             if ratio > target + 0.005:  # the table prints 3 decimals; half a percent is within rounding
                 misses.append(f"{label} {mode}: {ratio:.3f}x > {target:.2f}x")
@@ -274,10 +301,11 @@ def main(argv=None) -> int:
     print()
     for line in extra_lines:
         print(line)
+    targets = "train <= 1.10x (small layers) / 1.05x (B32 layers), eval <= 1.00x"
     if misses:
-        print("# targets (train <= 1.10x, eval <= 1.00x) missed: " + "; ".join(misses))
+        print(f"# targets ({targets}) missed: " + "; ".join(misses))
     else:
-        print("# targets (train <= 1.10x, eval <= 1.00x) met")
+        print(f"# targets ({targets}) met")
     return 0
 
 

@@ -2,12 +2,15 @@
 
     python benchmarks/bench_triton.py            # CPU section; GPU section too when CUDA is there
     python benchmarks/bench_triton.py --sweep    # also time Triton block sizes (GPU only)
-    python benchmarks/bench_triton.py --threads 1  # steadier CPU figures on a busy machine
+    python benchmarks/bench_triton.py --threads 1 --clock cpu  # steadier CPU figures on a busy machine
 
 CPU section (runs anywhere): bank forward+backward at 64x3x7x7, 256x256x7x7 and 512x512x3x3 in
-float32 for the naive autograd formula (``_reference``), ``torch.compile`` of that formula and
-the analytic Function (``_autograd``), with speed-ups over naive from this one run, and the
-memory each saves for its backward (counted with saved-tensor hooks), as a multiple of the bank.
+float32 for the naive autograd formula (``_reference``), ``torch.compile`` of that formula, the
+analytic Function as the package calls it (``GaborKernel2d.apply``: on CPU with a gradient to
+build, the moment backward) and the same Function's plain path (only the parameters saved,
+everything recomputed in backward), with speed-ups over naive from this one run, the target
+(the eager Function no slower than the compiled formula), and the memory each saves for its
+backward (counted with saved-tensor hooks), as a multiple of the bank.
 
 GPU section (only with CUDA and triton): the same four columns plus Triton
 (``torch.ops.gaborlayer.gabor_bank``), the targets (Triton >= 10x naive at 256x256x7x7, and no
@@ -15,13 +18,16 @@ slower than the compiled formula), the peak extra memory of each backward (targe
 bank), and GaborConv2d forward+backward against ``nn.Conv2d`` of the same shape (ResNet stem
 B32 3->64 k7 s2 224x224, mid layer B32 64->64 k3 56x56) in float32 and under AMP (float16).
 
-Times are medians of ``torch.utils.benchmark`` blocked runs; compare ratios within one run.
+CPU bank times are medians of interleaved rounds (all variants of a shape timed in the same rounds);
+the GPU layer section uses ``torch.utils.benchmark`` blocked runs. Compare ratios within one run.
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -38,6 +44,32 @@ LAYERS = {  # name: (batch, in, out, kernel, stride, padding, input side)
     "mid layer B32 64->64 k3 56": (32, 64, 64, 3, 1, 1, 56),
 }
 TARGET_SHAPE = (256, 256, 7, 7)
+
+
+def interleaved_ms(fns: dict, device: torch.device, min_run_time: float, clock: str = "wall",
+                   rounds: int = 7) -> dict:
+    """Median ms per call of each of ``fns``, timed in interleaved rounds (one batch of calls of
+    each per round, the order rotating), so that a shared machine's load falls on all alike.
+    ``clock="cpu"``: process CPU time (with one thread, not counting waits for a core)."""
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    calls = {}
+    for name, fn in fns.items():  # warm-up (compilation, allocator), then calls per batch
+        fn()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        calls[name] = max(1, int(min_run_time / rounds / max(time.perf_counter() - t0, 1e-6)))
+    names, times = list(fns), {name: [] for name in fns}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = now()
+            for _ in range(calls[name]):
+                fns[name]()
+            sync()
+            times[name].append((now() - t0) / calls[name] * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def median_ms(fn, device: torch.device, min_run_time: float) -> float:
@@ -64,6 +96,7 @@ def builders(device: torch.device) -> dict:
         "naive": gabor_kernel2d_reference,
         "compiled": torch.compile(gabor_kernel2d_reference, fullgraph=True, dynamic=False),
         "Function": GaborKernel2d.apply,
+        "plain Function": GaborKernel2d._forward_mode.apply,  # the parameters alone saved (no moment path)
     }
     if device.type == "cuda":
         resolve_backend("triton", device)  # raises if triton cannot run here; registers the op
@@ -109,18 +142,25 @@ def backward_peak_extra(build, params, grad, kh, kw) -> float:
     return extra / (bank.numel() * bank.element_size())
 
 
-def bank_section(device: torch.device, min_run_time: float) -> dict:
+def bank_section(device: torch.device, min_run_time: float, clock: str = "wall") -> dict:
     found = builders(device)
     names = list(found)
-    print(f"\nbank forward+backward, float32, {device.type}: median ms (speed-up over naive autograd)")
+    print(f"\nbank forward+backward, float32, {device.type}: median ms of interleaved rounds, {clock} clock "
+          f"(speed-up over naive autograd)")
     print(f"{'shape (C_out x C_in x kh x kw)':<32}" + "".join(f"{n:>22}" for n in names))
     results = {}
     for shape in BANK_SHAPES:
         params, grad, kh, kw = bank_inputs(shape, device)
-        times = {n: median_ms(fwd_bwd(b, params, grad, kh, kw), device, min_run_time) for n, b in found.items()}
+        times = interleaved_ms({n: fwd_bwd(b, params, grad, kh, kw) for n, b in found.items()}, device,
+                               min_run_time * len(found), clock)
         results[shape] = times
         row = "".join(f"{times[n]:>12.3f} ({times['naive'] / times[n]:5.1f}x)" for n in names)
         print(f"{'x'.join(map(str, shape)):<32}{row}")
+    print("\ntarget: the eager Function no slower than torch.compile of the formula (compiled / Function >= 1)")
+    for shape, times in results.items():
+        ratio = times["compiled"] / times["Function"]
+        print(f"  {'x'.join(map(str, shape)):<16} compiled / Function {ratio:5.2f}  {'met' if ratio >= 1 else 'MISSED'}"
+              f"   (plain Function / Function {times['plain Function'] / times['Function']:5.2f})")
     print(f"\nmemory saved by the forward for backward, in banks (float32, {device.type})")
     print(f"{'shape':<32}" + "".join(f"{n:>22}" for n in names))
     for shape in BANK_SHAPES:
@@ -200,6 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help="also time Triton block sizes (GPU only)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's); 1 gives stable CPU figures on a shared machine")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="CPU section: wall clock, or process CPU time (steady with --threads 1 on a busy machine)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,7 +255,7 @@ def main(argv=None) -> int:
         print(f"triton not importable ({type(exc).__name__}: {exc})")
 
     print("\n== CPU section ==")
-    bank_section(torch.device("cpu"), args.min_run_time)
+    bank_section(torch.device("cpu"), args.min_run_time, args.clock)
 
     print("\n== GPU section ==")
     if not torch.cuda.is_available():

@@ -259,7 +259,7 @@ def _no_autocast(device_type: str):
         else contextlib.nullcontext()
 
 
-class _GaborKernel2dMoments(torch.autograd.Function):
+class _MomentBody(torch.autograd.Function):
     """The 2-D bank with the moment backward (see above): ``(theta, sigma, lambd, gamma, psi)`` and
     ``kh, kw`` -> ``(bank (N, kh, kw), S (kh * kw, N))``, ``S`` not differentiable. Eager only, called
     by :class:`GaborKernel2d` where :func:`moments_pay`; with ``create_graph=True`` its backward is
@@ -310,6 +310,12 @@ class _GaborKernel2dMoments(torch.autograd.Function):
             -s_1,  # dK/dpsi = -S
         ]).to(bank.dtype)
         return (*(g if n else None for g, n in zip(grads, need)), None, None)
+
+
+# Named GaborKernel2d (its graph node is GaborKernel2dBackward, as the plain path's): to a reader of
+# the autograd graph it is the same Function; grad_fn._forward_cls tells the two apart.
+_GaborKernel2dMoments = type("GaborKernel2d", (_MomentBody,), {
+    "__module__": __name__, "__qualname__": "_GaborKernel2dMoments", "__doc__": _MomentBody.__doc__})
 
 
 # -- forward mode, outside torch.compile --------------------------------------------------------
