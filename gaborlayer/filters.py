@@ -38,7 +38,7 @@ METHODS = ("auto", "direct", "fft")
 #: on CPU in ``python benchmarks/bench_filters.py --crossover``. An FFT costs about the same per
 #: output plane whatever the kernel; a direct convolution's cost grows with the taps, and with many
 #: output channels it runs several times faster per tap than with two.
-FFT_MIN_TAPS = {"one filter": 100, "bank": 400}
+FFT_MIN_TAPS = {"one filter": 50, "bank": 700}
 
 _POSITIVE = Lower(0.0)
 _SKIMAGE_BOUNDS = {"frequency": _POSITIVE, "bandwidth": _POSITIVE, "sigma_x": _POSITIVE, "sigma_y": _POSITIVE}
@@ -366,17 +366,6 @@ def _filter(pair_fn, image, values: dict, n_stds, mode: str, cval, method: str, 
     return out.select(-dims - len(bank_shape) - 1, 0), out.select(-dims - len(bank_shape) - 1, 1)
 
 
-_FILTER_ARGS = """
-        mode: how the image is extended past its edges, scipy.ndimage's modes (:data:`MODES`):
-            ``"constant"`` (with ``cval``), ``"nearest"``, ``"reflect"`` (half-sample symmetric,
-            ``d c b a | a b c d``), ``"mirror"`` (``d c b | a b c d``, torch's and kornia's
-            ``"reflect"``) or ``"wrap"``; any kernel size, also larger than the image.
-        cval: the value past the edges for ``mode="constant"``, a number or a 0-d tensor
-            (differentiable).
-        method: ``"direct"`` (``F.conv{dims}d``), ``"fft"`` (``torch.fft``) or ``"auto"``: FFT from
-            :data:`FFT_MIN_TAPS` kernel taps (measured on CPU). Both give the same result to rounding."""
-
-
 def gabor(image: torch.Tensor, frequency: float | torch.Tensor, theta: float | torch.Tensor = 0,
           bandwidth: float | torch.Tensor = 1, sigma_x: float | torch.Tensor | None = None,
           sigma_y: float | torch.Tensor | None = None, n_stds: float = 3, offset: float | torch.Tensor = 0,
@@ -391,7 +380,15 @@ def gabor(image: torch.Tensor, frequency: float | torch.Tensor, theta: float | t
     Args:
         image: ``(..., H, W)``, floating point (any batch shape; half precision is filtered in float32).
         frequency, theta, bandwidth, sigma_x, sigma_y, n_stds, offset: as in :func:`gabor_kernel`;
-            tensors broadcast to one shape ``S`` give a filter bank.{args}
+            tensors broadcast to one shape ``S`` give a filter bank.
+        mode: how the image is extended past its edges, scipy.ndimage's modes (:data:`MODES`):
+            ``"constant"`` (with ``cval``), ``"nearest"``, ``"reflect"`` (half-sample symmetric,
+            ``d c b a | a b c d``), ``"mirror"`` (``d c b | a b c d``, torch's and kornia's
+            ``"reflect"``) or ``"wrap"``; any kernel size, also larger than the image.
+        cval: the value past the edges for ``mode="constant"``, a number or a 0-d tensor
+            (differentiable).
+        method: ``"direct"`` (``F.conv2d``), ``"fft"`` (``torch.fft``) or ``"auto"``: FFT from
+            :data:`FFT_MIN_TAPS` kernel taps (measured on CPU). Both give the same result to rounding.
 
     Returns:
         ``(real, imag)``, each ``(..., *S, H, W)`` in the image's dtype: every image filtered by
@@ -425,7 +422,15 @@ def gabor3d(volume: torch.Tensor, frequency: float | torch.Tensor, theta: float 
     Args:
         volume: ``(..., D, H, W)``, floating point.
         frequency, theta, phi, bandwidth, sigma_x, sigma_y, n_stds, offset: as in
-            :func:`gabor_kernel3d`; tensors broadcast to one shape ``S`` give a filter bank.{args}
+            :func:`gabor_kernel3d`; tensors broadcast to one shape ``S`` give a filter bank.
+        mode: how the image is extended past its edges, scipy.ndimage's modes (:data:`MODES`):
+            ``"constant"`` (with ``cval``), ``"nearest"``, ``"reflect"`` (half-sample symmetric,
+            ``d c b a | a b c d``), ``"mirror"`` (``d c b | a b c d``, torch's and kornia's
+            ``"reflect"``) or ``"wrap"``; any kernel size, also larger than the image.
+        cval: the value past the edges for ``mode="constant"``, a number or a 0-d tensor
+            (differentiable).
+        method: ``"direct"`` (``F.conv3d``), ``"fft"`` (``torch.fft``) or ``"auto"``: FFT from
+            :data:`FFT_MIN_TAPS` kernel taps (measured on CPU). Both give the same result to rounding.
 
     Returns:
         ``(real, imag)``, each ``(..., *S, D, H, W)`` in the volume's dtype.
@@ -441,8 +446,6 @@ def gabor3d(volume: torch.Tensor, frequency: float | torch.Tensor, theta: float 
     return _filter(_pair3d, volume, values, n_stds, mode, cval, method, dims=3, name="volume")
 
 
-gabor.__doc__ = gabor.__doc__.format(args=_FILTER_ARGS.format(dims=2))
-gabor3d.__doc__ = gabor3d.__doc__.format(args=_FILTER_ARGS.format(dims=3))
 
 
 # -- OpenCV ---------------------------------------------------------------------------------------
