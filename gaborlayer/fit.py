@@ -1169,6 +1169,12 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
         ...                    fixed={"sigma": 2.0, "lambd": 5.0, "gamma": 1.0, "psi": 0.0})
         >>> round(math.degrees(fit.theta.item()), 3)
         45.0
+        >>> from gaborlayer import gabor_conv2d
+        >>> params = [torch.tensor([[value]]) for value in (2.5, 2.0, 5.0, 1.0, 0.7)]  # (C_out, C_in) each
+        >>> energy = gabor_conv2d(x, *params, 9, padding="same", output="magnitude")  # (1, 1, 40, 40)
+        >>> cell = fit_response(x, energy, 9, output="magnitude")  # a complex cell: psi plays no part
+        >>> round(math.degrees(cell.theta.item()), 3), round(cell.lambd.item(), 3), cell.psi.item()
+        (143.239, 5.0, 0.0)
     """
     t0 = time.perf_counter()
     output = _checks.one_of(output, "output", RESPONSE_OUTPUTS)
