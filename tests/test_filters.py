@@ -258,7 +258,7 @@ def test_gabor_gradcheck(frequency, theta, bandwidth, offset, cval, mode, method
     gradient_cases.add()
 
 
-@settings(max_examples=scaled(40))
+@settings(max_examples=scaled(30))
 @given(frequency=floats(0.25, 0.45), theta=floats(-4.0, 4.0), sigma_x=floats(0.5, 1.5), sigma_y=floats(0.5, 1.5),
        offset=floats(-4.0, 4.0), phi=floats(-4.0, 4.0), mode=st.sampled_from(filters.MODES),
        shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)), seed=st.integers(0, 2**16))
@@ -274,7 +274,7 @@ def test_gabor3d_gradcheck(frequency, theta, sigma_x, sigma_y, offset, phi, mode
     gradient_cases.add()
 
 
-@settings(max_examples=scaled(100))
+@settings(max_examples=scaled(40))
 @given(args=skimage_args.filter(lambda a: a["frequency"] > 0.15), ksize=st.tuples(st.integers(1, 7), st.integers(1, 7)))
 def test_kernel_gradcheck(args, ksize, gradient_cases):
     """gabor_kernel (sigma_x, sigma_y given or from bandwidth) and get_gabor_kernel, both modes. The
