@@ -245,7 +245,8 @@ def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
         return False
     if theta.device.type != "cpu" or theta.dtype not in (torch.float32, torch.float64) or theta.numel() == 0:
         return False
-    if torch.compiler.is_compiling() or fx_tracing() or functorch_active() or forward_ad_active():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or fx_tracing() or functorch_active() \
+            or forward_ad_active():
         return False
     low, high = torch.aminmax(torch.stack([gamma.detach(), sigma.detach()]), dim=1)
     (gamma_min, sigma_min), (gamma_max, sigma_max) = low.tolist(), high.tolist()

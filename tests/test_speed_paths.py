@@ -83,6 +83,20 @@ def test_the_plain_function_everywhere_else(case):
     assert path(bank) in (None, PLAIN)
 
 
+def test_the_plain_function_under_jit_trace():
+    p = params(dtype=torch.float32)
+    rest = [t.detach() for t in p[1:]]
+    seen = []
+
+    def build(theta):
+        bank = GaborKernel2d.apply(theta, *rest, 3, 3)
+        seen.append(path(bank))
+        return bank
+
+    torch.jit.trace(build, (p[0],), check_trace=False)
+    assert seen == [PLAIN]  # no host read of gamma and sigma recorded into the trace
+
+
 def test_the_plain_function_under_functorch():
     p = [t.detach() for t in params()]
     grads = torch.func.grad(lambda *q: (GaborKernel2d.apply(*q, 5, 4) ** 2).sum(), argnums=tuple(range(5)))(*p)
