@@ -1156,8 +1156,10 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
         odd filter, so the pair has no twin); for ``"magnitude"`` it is in ``[0, pi)`` and
         ``psi`` is 0 (or its ``fixed`` value): any psi gives the same magnitude. The magnitude
         is fitted by its own grid search, scored by FFT correlations on at most 2048 output
-        pixels, and L-BFGS-B on the whole magnitude loss; its extra memory is bounded by chunks
-        of about 32 MB over the images.
+        pixels, and L-BFGS-B on the whole magnitude loss, correlating the images in chunks of
+        about 32 MB (one image per chunk when an image is larger). Its extra memory is the
+        images' spectra (about twice the bytes of ``x`` in float64) plus those chunks: measured
+        205 MB of peak RSS for B = 2, 512 x 512, k = 21 (25.6 s on a busy 2-core CPU).
 
     Examples:
         >>> import math, torch, torch.nn.functional as F
@@ -1229,6 +1231,7 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
 RESPONSE_OUTPUTS = ("linear", "quadrature", "magnitude")
 _SEARCH_PIXELS = 2048     # output pixels (of all images together) that score the magnitude grid
 _CHUNK_BYTES = 32 << 20    # complex correlations held at once (search and refinement)
+_PLANES = 16               # complex planes per image that one correlation and its gradient hold (measured)
 _SMALL = 1 << 18           # padded pixels below which one thread beats two (measured 50x on a busy 2-core CPU)
 
 
@@ -1246,8 +1249,7 @@ class _Correlator:
 
     def __init__(self, padded: torch.Tensor, size: tuple[int, int]):
         self.size, self.shape = size, tuple(padded.shape[-2:])
-        per_image = 4 * padded[0].numel() * 16  # a few complex planes per image and kernel
-        step = max(1, _CHUNK_BYTES // per_image)
+        step = max(1, _CHUNK_BYTES // (_PLANES * padded[0].numel() * 16))
         self.spectra = [torch.fft.fft2(padded[lo:lo + step]) for lo in range(0, padded.shape[0], step)]
 
     def magnitude(self, pairs: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
