@@ -22,8 +22,10 @@ Usage::
     python benchmarks/bench_fit.py --hardnet    # and HardNet (about a minute more)
     python benchmarks/bench_fit.py --quick      # a smoke run (seconds)
 
-The machine load (``os.getloadavg``) and torch's thread count are printed first: timings on a
-shared machine are only comparable within one run.
+The machine load (``os.getloadavg``) and torch's thread count are printed first: wall times on a
+shared machine are only comparable within one run. Each time is also given as the process's CPU
+time (``time.process_time``, all its threads together), which other jobs on the machine inflate
+far less: with ``--threads 1`` it is about the wall time on an idle core.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -59,27 +62,40 @@ fit_response(x[:, :, :32, :32], y[:, :, :32, :32], k)  # warm-up: imports, alloc
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident set
     f.write("5")
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 fit = fit_response(x, y, k)
-seconds = time.perf_counter() - t
-print(seconds, (status("VmHWM:") - before) * 1024, fit.loss.item())
+seconds, cpu = time.perf_counter() - t, time.process_time() - c
+print(seconds, cpu, (status("VmHWM:") - before) * 1024, fit.loss.item())
 """
+
+
+class Clock:
+    """Wall and CPU seconds of a ``with`` block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def per(self, n: int, unit: float = 1000.0, digits: int = 1) -> str:
+        return f"{unit * self.wall / n:.{digits}f} (CPU {unit * self.cpu / n:.{digits}f})"
 
 
 def batched_vs_single(n: int, size: int, n_single: int) -> None:
     truth = sample_params(n, size, torch.Generator().manual_seed(0))
     kernels = _bank(GABOR_2D, truth, (size, size))
     fit_kernel(kernels[:2])  # warm-up
-    t = time.perf_counter()
-    fit = fit_kernel(kernels)
-    batched = (time.perf_counter() - t) / n
+    with Clock() as batched:
+        fit = fit_kernel(kernels)
     ok = is_recovered(fit, truth, size)
-    t = time.perf_counter()
-    singles = [fit_kernel(kernels[i]) for i in range(n_single)]
-    single = (time.perf_counter() - t) / n_single
+    with Clock() as single:
+        singles = [fit_kernel(kernels[i]) for i in range(n_single)]
     ok_single = torch.stack([is_recovered(f, {k: v[i] for k, v in truth.items()}, size) for i, f in enumerate(singles)])
-    print(f"fit_kernel, N = {n}, {size} x {size}: batched {1000 * batched:.1f} ms per kernel, one call per kernel "
-          f"{1000 * single:.1f} ms per kernel (first {n_single}), ratio {single / batched:.1f}x; success batched "
+    ratio = (single.wall / n_single) / (batched.wall / n)
+    print(f"fit_kernel, N = {n}, {size} x {size}: batched {batched.per(n)} ms per kernel, one call per kernel "
+          f"{single.per(n_single)} ms per kernel (first {n_single}), ratio {ratio:.1f}x; success batched "
           f"{100 * ok.double().mean():.1f}% ({int(ok.sum())}/{n}), one at a time "
           f"{100 * ok_single.double().mean():.1f}%")
 
@@ -87,36 +103,25 @@ def batched_vs_single(n: int, size: int, n_single: int) -> None:
 def from_conv(out_channels: int) -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(3, out_channels, 7)
-    t = time.perf_counter()
-    _, fit = GaborConv2d.from_conv2d(conv, return_fit=True, progress=False) if _takes_progress() else \
-        GaborConv2d.from_conv2d(conv, return_fit=True)
-    seconds = time.perf_counter() - t
-    print(f"from_conv2d, nn.Conv2d(3, {out_channels}, 7), random weights: {seconds:.2f} s for {fit.loss.numel()} "
-          f"slices ({1000 * seconds / fit.loss.numel():.1f} ms per slice); median explained "
+    with warnings.catch_warnings(), Clock() as clock:
+        warnings.simplefilter("ignore")  # random weights: envelopes cut by the 7 x 7 window, as it says
+        _, fit = GaborConv2d.from_conv2d(conv, return_fit=True)
+    print(f"from_conv2d, nn.Conv2d(3, {out_channels}, 7), random weights: {clock.per(1, 1, 2)} s for "
+          f"{fit.loss.numel()} slices ({clock.per(fit.loss.numel())} ms per slice); median explained "
           f"{100 * float((1 - fit.loss).median()):.1f}%")
 
 
-def _takes_progress() -> bool:
-    import inspect
-
-    return "progress" in inspect.signature(GaborConv2d.from_conv2d).parameters
-
-
 def hardnet() -> None:
-    import warnings
-
     import kornia
 
     torch.manual_seed(0)
     model = kornia.feature.HardNet(pretrained=False)
     slices = sum(m.weight.shape[0] * m.weight.shape[1] for m in model.modules() if isinstance(m, nn.Conv2d))
-    t = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Clock() as clock:
         warnings.simplefilter("ignore")  # random weights: every layer is a poor fit, as it says
         swapped = replace_conv2d(model, lambda name, m: True, fit=True, progress=False)
-    seconds = time.perf_counter() - t
-    print(f"HardNet (kornia, random weights): {len(swapped)} convs, {slices} slices fitted in {seconds:.1f} s "
-          f"({1000 * seconds / slices:.2f} ms per slice)")
+    print(f"HardNet (kornia, random weights): {len(swapped)} convs, {slices} slices fitted in {clock.per(1, 1)} s "
+          f"({clock.per(slices, 1000, 2)} ms per slice)")
 
 
 def response_memory(b: int, side: int, k: int) -> None:
@@ -128,16 +133,15 @@ def response_memory(b: int, side: int, k: int) -> None:
     y = torch.rand(b, 1, side, side, dtype=torch.float64)
     pads = _pad_amounts("same", (k, k), (1, 1))
     _normal_equations(x[:, :, :32, :32], y[:, :, :32, :32], k, k, pads)
-    t = time.perf_counter()
-    _normal_equations(x, y, k, k, pads)
-    normal = time.perf_counter() - t
+    with Clock() as normal:
+        _normal_equations(x, y, k, k, pads)
     child = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, *(str(v) for v in (b, side, k, threads))],
                            capture_output=True, text=True, check=True)
-    seconds, extra, loss = (float(v) for v in child.stdout.split())
+    seconds, cpu, extra, loss = (float(v) for v in child.stdout.split())
     im2col = b * k * k * side * side * 8
-    print(f"fit_response, B = {b}, {side} x {side}, k = {k}: normal equations {normal:.2f} s, whole fit "
-          f"{seconds:.2f} s (loss {loss:.1e}); peak extra memory {extra / 2**20:.0f} MB (RSS growth in a fresh "
-          f"process) vs im2col alone {im2col / 2**20:.0f} MB")
+    print(f"fit_response, B = {b}, {side} x {side}, k = {k}: normal equations {normal.per(1, 1, 2)} s, "
+          f"whole fit {seconds:.2f} (CPU {cpu:.2f}) s (loss {loss:.1e}); peak extra memory {extra / 2**20:.0f} MB "
+          f"(peak resident set growth in a fresh process) vs im2col alone {im2col / 2**20:.0f} MB")
 
 
 def main(argv=None) -> None:

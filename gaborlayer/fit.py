@@ -86,7 +86,7 @@ class GaborFit:
             filter) when the fit was called with ``amplitude=True``; ones otherwise.
         history: the optimisation record of the winning start: a dict of 1-D float64 tensors
             ``"theta"``, ``"sigma"``, ``"lambd"``, ``"gamma"``, ``"psi"``, ``"loss"`` over its
-            L-BFGS-B iterations, first entry the start (raw iterates, not canonicalised, so
+            refinement's accepted steps, first entry the start (raw iterates, not canonicalised, so
             ``theta`` is continuous), plus ``"origin"``. Along one record the loss never rises.
             For a batch, a list of ``N`` such dicts.
         starts: every refined start, the winner first, each a dict like ``history``. ``"origin"``
@@ -207,10 +207,10 @@ class _Quadratic:
         if self.amplitude:
             quad = (kernels * q_k).sum(-1).clamp_min(torch.finfo(kernels.dtype).tiny)
             gain = (kernels * b).sum(-1) / quad
-            d_gain = (torch.einsum("mpf,mp->mf", jac, b.expand_as(kernels))
-                      - 2 * gain[:, None] * torch.einsum("mpf,mp->mf", jac, q_k)) / quad[:, None]
-            jac = gain[:, None, None] * jac + kernels[:, :, None] * d_gain[:, None, :]
-            q_jac = gain[:, None, None] * q_jac + q_k[:, :, None] * d_gain[:, None, :]
+            d_gain = torch.einsum("mpf,mp->mf", jac, b - 2 * gain[:, None] * q_k) / quad[:, None]
+            jac = torch.addcmul(gain[:, None, None] * jac, kernels[:, :, None], d_gain[:, None, :])
+            q_jac = jac if gram is None else torch.addcmul(gain[:, None, None] * q_jac, q_k[:, :, None],
+                                                           d_gain[:, None, :])
             q_k = gain[:, None] * q_k
         grad = 2 * torch.einsum("mpf,mp->mf", jac, q_k - b) / c
         hessian = 2 * torch.einsum("mpf,mpg->mfg", jac, q_jac) / c[..., None]
@@ -240,10 +240,11 @@ class _Refined(NamedTuple):
 
 _FTOL = 1e-9  # relative loss decrease of an accepted step below which a refinement stops
 _STALL, _STALL_FTOL = 10, 1e-6  # ... and of _STALL iterations
+_MAX_ITER = 100  # iterations at most (an exact fit takes 10-30; the rest are targets no Gabor filter fits)
 
 
 def _levenberg_marquardt(objective: _Quadratic, start: torch.Tensor, free: list[int], bounds: list,
-                         max_iter: int = 200) -> _Refined:
+                         max_iter: int | None = None) -> _Refined:
     """Refine ``M`` problems at once from ``start`` ``(M, 5)`` (natural parameters) over the ``free``
     coordinates, by damped Gauss-Newton (Levenberg-Marquardt) with per-problem damping.
 
@@ -278,7 +279,7 @@ def _levenberg_marquardt(objective: _Quadratic, start: torch.Tensor, free: list[
     checkpoint = loss.clone()  # the loss _STALL iterations ago
     active = torch.arange(m)
     eye = torch.eye(len(free), dtype=_DTYPE)
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, (max_iter or _MAX_ITER) + 1):
         if active.numel() == 0:
             break
         update = active[stale[active]]
@@ -555,7 +556,14 @@ def _grid_candidates(targets: torch.Tensor, grid: _Grid, amplitude: bool, n_keep
     """The best ``n_keep`` distinct points of the grid and of each target's own spectrum-peak points,
     for targets ``(G, kh, kw)``: five parameters ``(G, n_keep, 5)`` (fixed ones not yet in place)
     and which exist. Scores are computed on unit-norm targets in float32 and combined with the
-    norm in float64, so any finite scale is scored without overflow."""
+    norm in float64, so any finite scale is scored without overflow; ``_CHUNK_TARGETS`` targets at
+    a time, which bounds the score tables."""
+    found = [_chunk_candidates(chunk, grid, amplitude, n_keep) for chunk in targets.split(_CHUNK_TARGETS)]
+    return torch.cat([params for params, _ in found]), torch.cat([exists for _, exists in found])
+
+
+def _chunk_candidates(targets: torch.Tensor, grid: _Grid, amplitude: bool, n_keep: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     g, kh, kw = targets.shape
     flat = targets.reshape(g, -1)
     scale = flat.square().sum(-1).sqrt()
@@ -626,16 +634,20 @@ def _starts(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed: di
     for name, value in fixed.items():
         candidates[:, :, _index(name)] = value[:, None]
     s = candidates.shape[1]
-    first = objective.subset(torch.arange(g).repeat_interleave(s))(_kernels(candidates.reshape(-1, 5), objective.size))
+    owner, flat = torch.arange(g).repeat_interleave(s), candidates.reshape(-1, 5)
+    step = max(1, _BANK_ELEMENTS // (objective.size[0] * objective.size[1]))
+    first = torch.cat([objective.subset(owner[lo:lo + step])(_kernels(flat[lo:lo + step], objective.size))
+                       for lo in range(0, len(flat), step)])
     order = torch.sort(first.reshape(g, s).masked_fill(~exists, math.inf), dim=1, stable=True).indices
     ranked = [[origins[j] for j in row] for row in order.tolist()]
     return candidates.gather(1, order[..., None].expand(-1, -1, 5)), exists.gather(1, order), ranked
 
 
 def _refine_batch(objective: _Quadratic, problems: list[tuple[int, int]], starts: torch.Tensor, free: list[int],
-                  bounds: list) -> list[tuple[torch.Tensor, float, torch.Tensor]]:
+                  bounds: list, bar=None) -> list[tuple[torch.Tensor, float, torch.Tensor]]:
     """Refine the starts ``starts[g, s]`` of ``problems`` (pairs ``(g, s)``) together, in chunks of
-    bounded memory; for each, the final parameters, loss and record."""
+    bounded memory (advancing the progress ``bar``, if any, by each chunk's size); for each, the
+    final parameters, loss and record."""
     if not problems:
         return []
     index = torch.tensor(problems)
@@ -644,7 +656,9 @@ def _refine_batch(objective: _Quadratic, problems: list[tuple[int, int]], starts
     for lo in range(0, len(problems), chunk):
         part = index[lo:lo + chunk]
         refined = _levenberg_marquardt(objective.subset(part[:, 0]), starts[part[:, 0], part[:, 1]], free, bounds)
-        out += [(p, loss, record) for p, loss, record in zip(refined.params, refined.loss.tolist(), refined.records)]
+        out += zip(refined.params.unbind(0), refined.loss.tolist(), refined.records)
+        if bar is not None:
+            bar.update(len(part))
     return out
 
 
@@ -652,13 +666,14 @@ _REFINE_ELEMENTS = 1 << 21  # Jacobian entries per refinement chunk (float64 tem
 
 
 def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed: dict, init: dict,
-               n_keep: int, polish: _Quadratic | None = None) -> list[_OneFit]:
+               n_keep: int, polish: _Quadratic | None = None, bar=None) -> list[_OneFit]:
     """Fit targets ``(G, kh, kw)`` together; ``objective`` is their kernel loss, ``fixed`` and
     ``init`` map names to tensors ``(G,)``.
 
     Every target's best start is refined first, all at once; the targets it does not fit exactly
     have their other starts refined next, all at once. With ``polish`` (one target), the two best
-    ends are refined again on that loss and the winner is the best of those."""
+    ends are refined again on that loss and the winner is the best of those. ``bar``: a progress
+    bar counting refined starts (its total is raised by the further starts)."""
     size = objective.size
     g = targets.shape[0]
     free = [i for i, name in enumerate(GABOR_2D.names) if name not in fixed]
@@ -675,12 +690,16 @@ def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed:
     runs: list[list[_Run]] = [[] for _ in range(g)]
 
     def refine(problems):
-        for (i, s), (p, loss, record) in zip(problems, _refine_batch(objective, problems, starts, free, bounds)):
+        for (i, s), (p, loss, record) in zip(problems, _refine_batch(objective, problems, starts, free, bounds, bar)):
             runs[i].append(_Run(origins[i][s], record, p, loss))
 
     refine([(i, 0) for i in range(g)])
-    refine([(i, s) for i in range(g) if runs[i][0].loss >= _EXACT for s in range(1, starts.shape[1])
-            if bool(exists[i, s])])
+    later = [(i, s) for i in range(g) if runs[i][0].loss >= _EXACT for s in range(1, starts.shape[1])
+             if bool(exists[i, s])]
+    if bar is not None and later:
+        bar.total += len(later)
+        bar.refresh()
+    refine(later)
     results = []
     for i in range(g):
         contenders = runs[i]
@@ -699,9 +718,11 @@ def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed:
     return results
 
 
+_RECORD = (*GABOR_2D.names, "loss")
+
+
 def _as_history(run: _Run) -> dict:
-    t = run.record
-    history = {name: t[:, i] for i, name in enumerate((*GABOR_2D.names, "loss"))}
+    history = dict(zip(_RECORD, run.record.unbind(1)))
     history["loss"] = history["loss"].clamp_min(0)  # the Gram form rounds an exact fit to about -1e-15
     history["origin"] = run.origin
     return history
@@ -819,7 +840,7 @@ def _poor_fit_message(explained: torch.Tensor, peaks: torch.Tensor, amplitude: b
     return f"the fitted Gabor filter explains {share} of the target's energy{where}: {why}"
 
 
-_CHUNK_TARGETS = 1024  # targets searched and refined together (bounds the search's score tables)
+_CHUNK_TARGETS = 1024  # targets scored together in the search (bounds its score tables)
 _PROGRESS_DELAY = 2.0  # seconds before a fit shows its progress bar
 
 
@@ -905,11 +926,11 @@ def _fixed_groups(fixed_t: dict, n: int) -> list[tuple[dict, torch.Tensor]]:
 
 def _fit_targets(targets: torch.Tensor, fixed_t: dict, init_t: dict, seed: int, amplitude: bool, batched: bool,
                  t0: float, progress: bool = False) -> GaborFit:
-    """Fit every target of ``(N, kh, kw)`` (float64, checked) with per-target ``(N,)`` fixed/init values,
-    in chunks of ``_CHUNK_TARGETS`` (a tqdm bar over the targets with ``progress``, after two seconds,
-    on a terminal). With ``amplitude`` each target is fitted scaled by a power of two (its peak in
-    ``[1/2, 1)``) and its gain scaled back: the fit is scale-invariant, and exact scaling leaves it
-    bit for bit the same."""
+    """Fit every target of ``(N, kh, kw)`` (float64, checked) with per-target ``(N,)`` fixed/init values:
+    the targets that share fixed values are searched and refined together (a tqdm bar over the
+    refined starts with ``progress``, after two seconds, on a terminal). With ``amplitude`` each
+    target is fitted scaled by a power of two (its peak in ``[1/2, 1)``) and its gain scaled back:
+    the fit is scale-invariant, and exact scaling leaves it bit for bit the same."""
     from tqdm.auto import tqdm
 
     n, kh, kw = targets.shape
@@ -920,20 +941,17 @@ def _fit_targets(targets: torch.Tensor, fixed_t: dict, init_t: dict, seed: int, 
     offset = float(np.random.default_rng(seed).uniform())
     results: list = [None] * n
     show = progress and sys.stderr.isatty()
-    with tqdm(total=n, desc="fitting Gabor filters", unit="kernel", disable=not show, delay=_PROGRESS_DELAY) as bar:
-        for values, members in _fixed_groups(fixed_t, n):
+    with tqdm(total=n, desc="fitting Gabor filters", unit="start", disable=not show, delay=_PROGRESS_DELAY) as bar:
+        for values, idx in _fixed_groups(fixed_t, n):
+            group = targets[idx]
+            objective = _Quadratic(group.reshape(len(idx), -1), group.square().sum((-2, -1)), None, (kh, kw),
+                                   amplitude)
             grid = _grid((kh, kw), values, offset)
-            for lo in range(0, len(members), _CHUNK_TARGETS):
-                idx = members[lo:lo + _CHUNK_TARGETS]
-                chunk = targets[idx]
-                objective = _Quadratic(chunk.reshape(len(idx), -1), chunk.square().sum((-2, -1)), None, (kh, kw),
-                                       amplitude)
-                fits = _fit_chunk(chunk, objective, grid, {k: v[idx] for k, v in fixed_t.items()},
-                                  {k: v[idx] for k, v in init_t.items()}, n_keep=4)
-                for i, fit in zip(idx.tolist(), fits):
-                    fit.gain = _ldexp(fit.gain, int(exponents[i]))
-                    results[i] = fit
-                bar.update(len(idx))
+            fits = _fit_chunk(group, objective, grid, {k: v[idx] for k, v in fixed_t.items()},
+                              {k: v[idx] for k, v in init_t.items()}, n_keep=4, bar=bar)
+            for i, fit in zip(idx.tolist(), fits):
+                fit.gain = _ldexp(fit.gain, int(exponents[i]))
+                results[i] = fit
     return _package(results, (kh, kw), batched, time.perf_counter() - t0)
 
 

@@ -453,3 +453,13 @@ def test_benchmark_smoke():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| kernel, theta only, opposite start" in result.stdout and "100.0%" in result.stdout
+
+
+def test_bench_fit_quick():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_fit.py"), "--quick", "--threads",
+                             "1"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "fit_kernel, N = 8, 15 x 15: batched" in out and "success batched 100.0% (8/8)" in out, out
+    assert "from_conv2d, nn.Conv2d(3, 4, 7)" in out and "fit_response, B = 1, 96 x 96, k = 9" in out, out
+    assert "peak extra memory" in out and "(loss " in out, out
