@@ -66,7 +66,8 @@ def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
     :func:`_terms2d`). The envelope's scaled coordinates ``x'/(sqrt 2 sigma)`` and
     ``gamma y'/(sqrt 2 sigma)`` divide the bounded coordinates by sigma (a tiny sigma gives an
     envelope of exact zeros, never 0 * inf). Later steps run in place, except under functorch
-    transforms (whose batched tensors refuse some in-place writes).
+    transforms (whose batched tensors refuse some in-place writes) and ``torch.jit.trace`` (whose
+    graph is replayed with autograd on).
     """
     x, y = _tap_coordinates(kh, kw, theta)
     cos_t, sin_t = torch.cos(theta), torch.sin(theta)
@@ -77,7 +78,7 @@ def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
     cols = y[:, None] * torch.stack([sin_t, cos_t, wave * sin_t])[:, None, :]  # (3, kh, N)
     x_rot, y_rot, phase = torch.add(rows[:, None], cols[:, :, None]).view(3, kh * kw, -1)
     width = math.sqrt(2) * sigma
-    if functorch_active():
+    if functorch_active() or torch.jit.is_tracing():  # replayed with autograd by TorchScript: no in-place
         a, b = x_rot / width, (y_rot / width) * gamma
         envelope = torch.exp(-torch.addcmul(a * a, b, b))
     else:
