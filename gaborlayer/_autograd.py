@@ -196,7 +196,7 @@ def gabor_kernel2d_jvp(params, tangents, size):
 # bank and S = E sin(phase): dK/dtheta, dK/dsigma and dK/dgamma are K times quadratic forms in the
 # rotated coordinates (x', y'), dK/dlambd and dK/dpsi are S times x' and 1, and a quadratic form in
 # (x', y') is one in (x, y) with per-filter coefficients. So the backward is two products, two
-# (N, P) @ (P, 3) matmuls and O(N) algebra: no transcendental function of the bank, no
+# (N, P) @ (P, 4) matmuls and O(N) algebra: no transcendental function of the bank, no
 # recomputation. The forward keeps S for it (one bank more than the parameters; K is the output).
 # Rotating the moments into the filter's frame cancels (x'^2 = c^2 x^2 + 2cs xy + s^2 y^2 is small
 # where x^2 and y^2 are not, for an elongated envelope): the moments and that algebra run in
@@ -311,7 +311,7 @@ class _MomentBody(torch.autograd.Function):
             -gamma * (k_rr - d_re) * half_var,  # dK/dgamma = -K gamma y'^2/sigma^2
             -s_1,  # dK/dpsi = -S
         ]).to(bank.dtype)
-        return (*(g if n else None for g, n in zip(grads, need)), None, None)
+        return (*(d if n else None for d, n in zip(grads, need)), None, None)
 
 
 # Named GaborKernel2d (its graph node is GaborKernel2dBackward, as the plain path's): to a reader of
