@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import _checks
 from ._checks import Lower
-from ._family import GABOR_2D, GABOR_3D
+from ._family import FAMILIES, GABOR_2D, GABOR_3D, GaborFamily
 from .functional import _bank
 
 #: ``mode`` values, with scipy.ndimage's meanings (the image extended past its edges as
@@ -145,7 +145,7 @@ def _pair2d(p: dict[str, torch.Tensor], n_stds: float) -> torch.Tensor:
     halves = [_half_sizes(n_stds, p["sigma_y"], cos, p["sigma_x"], sin),
               _half_sizes(n_stds, p["sigma_x"], cos, p["sigma_y"], sin)]
     amplitude = 1 / (2 * math.pi * p["sigma_x"] * p["sigma_y"])
-    bank = amplitude[..., None, None] * _bank(GABOR_2D, _layer_params(p, dims=2), _odd_size(halves))
+    bank = amplitude[..., None, None] * _bank(GABOR_2D, _layer_params(p, GABOR_2D), _odd_size(halves))
     return _truncated(bank, halves)
 
 
@@ -162,15 +162,15 @@ def _pair3d(p: dict[str, torch.Tensor], n_stds: float) -> torch.Tensor:
         across = torch.sqrt((1 - u * u).clamp_min(0))  # the largest component of a unit vector normal to u
         halves.append(_half_sizes(n_stds, p["sigma_x"], u, p["sigma_y"], across))
     amplitude = 1 / ((2 * math.pi) ** 1.5 * p["sigma_x"] * p["sigma_y"] ** 2)
-    bank = amplitude[..., None, None, None] * _bank(GABOR_3D, _layer_params(p, dims=3), _odd_size(halves))
+    bank = amplitude[..., None, None, None] * _bank(GABOR_3D, _layer_params(p, GABOR_3D), _odd_size(halves))
     return _truncated(bank, halves)
 
 
-def _layer_params(p: dict[str, torch.Tensor], dims: int) -> dict[str, torch.Tensor]:
+def _layer_params(p: dict[str, torch.Tensor], family: GaborFamily) -> dict[str, torch.Tensor]:
     """The layer's parameters, stacked ``(2, *S)``, of the real and the imaginary part of
     ``exp(i (2 pi f x_par + offset))`` times the envelope: phases ``offset`` and ``offset - pi/2``."""
     names = {"sigma": p["sigma_x"], "lambd": 1 / p["frequency"], "gamma": p["sigma_x"] / p["sigma_y"]}
-    angles = {"theta": p["theta"]} if dims == 2 else {"theta": p["theta"], "phi": p["phi"]}
+    angles = {name: p[name] for name in family.names if name in ("theta", "phi")}
     one = {**angles, **names}
     pair = {k: torch.stack([v, v]) for k, v in one.items()}
     pair["psi"] = torch.stack([p["offset"], p["offset"] - math.pi / 2])
@@ -324,8 +324,7 @@ def _convolve(x: torch.Tensor, kernels: torch.Tensor, method: str) -> torch.Tens
     ks = kernels.shape[1:]
     threshold = FFT_MIN_TAPS["one filter" if kernels.shape[0] <= 2 else "bank"]
     if method == "direct" or (method == "auto" and math.prod(ks) < threshold):
-        conv = F.conv2d if dims == 2 else F.conv3d
-        return conv(x, kernels.flip(tuple(range(1, dims + 1))).unsqueeze(1))
+        return FAMILIES[dims].conv(x, kernels.flip(tuple(range(1, dims + 1))).unsqueeze(1))
     axes = tuple(range(-dims, 0))
     ext = x.shape[-dims:]
     lengths = [_fast_length(n) for n in ext]
@@ -341,7 +340,7 @@ def _filter(pair_fn, image, values: dict, n_stds, mode: str, cval, method: str, 
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {image.dtype} (convert it with "
                         f"{name}.float() or .double())")
     if image.dim() < dims or 0 in image.shape[-dims:]:
-        raise ValueError(f"{name} must have shape {'(..., D, H, W)' if dims == 3 else '(..., H, W)'} with non-empty "
+        raise ValueError(f"{name} must have shape {'(..., ' + ', '.join('DHW'[-dims:]) + ')'} with non-empty "
                          f"spatial sizes, got {tuple(image.shape)}")
     _checks.one_of(mode, "mode", MODES)
     _checks.one_of(method, "method", METHODS)
