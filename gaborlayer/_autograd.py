@@ -196,7 +196,7 @@ def gabor_kernel2d_jvp(params, tangents, size):
 # bank and S = E sin(phase): dK/dtheta, dK/dsigma and dK/dgamma are K times quadratic forms in the
 # rotated coordinates (x', y'), dK/dlambd and dK/dpsi are S times x' and 1, and a quadratic form in
 # (x', y') is one in (x, y) with per-filter coefficients. So the backward is two products, two
-# (N, P) @ (P, 4) matmuls and O(N) algebra: no transcendental function of the bank, no
+# (N, P) @ (P, 3) matmuls and O(N) algebra: no transcendental function of the bank, no
 # recomputation. The forward keeps S for it (one bank more than the parameters; K is the output).
 # Rotating the moments into the filter's frame cancels (x'^2 = c^2 x^2 + 2cs xy + s^2 y^2 is small
 # where x^2 and y^2 are not, for an elongated envelope): the moments and that algebra run in
@@ -211,17 +211,16 @@ MOMENT_SIGMA_RANGE = (1e-3, 1e6)
 
 @functools.lru_cache(maxsize=64)
 def _tap_grids(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The pixel coordinates ``x (kw,)`` and ``y (kh,)`` in ``dtype``, and the float64 ``(2, P, 4)``
+    """The pixel coordinates ``x (kw,)`` and ``y (kh,)`` in ``dtype``, and the float64 ``(2, P, 3)``
     pair of per-tap weights that turn ``G K`` and ``G S`` (taps in row-major order) into the
-    moments ``(x^2 - y^2, 2xy, x^2 + y^2, 0)`` and ``(x, y, 1, 0)``. Cached per size, dtype and
+    moments ``(x^2 - y^2, 2xy, x^2 + y^2)`` and ``(x, y, 1)``. Cached per size, dtype and
     device; built outside inference mode (a cached inference tensor could not be saved for a
     backward later)."""
     with torch.inference_mode(False), torch.no_grad():
         y, x = sampling_grid2d(kh, kw, torch.float64, device)
         tx, ty = x.expand(kh, kw).reshape(-1), y.expand(kh, kw).reshape(-1)
-        zero, one = torch.zeros_like(tx), torch.ones_like(tx)
-        weights = torch.stack([torch.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty, zero], dim=1),
-                               torch.stack([tx, ty, one, zero], dim=1)])
+        weights = torch.stack([torch.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty], dim=1),
+                               torch.stack([tx, ty, torch.ones_like(tx)], dim=1)])
         return x.reshape(-1).to(dtype), y.reshape(-1).to(dtype), weights
 
 
@@ -292,17 +291,21 @@ class _MomentBody(torch.autograd.Function):
             return (*gabor_kernel2d_backward(grad, params, ctx.size, need), None, None)
         theta, sigma, lambd, gamma, _ = torch.stack(params).double()
         weights = _tap_grids(*ctx.size, bank.dtype, bank.device)[2]
-        g = grad.reshape(bank.shape[0], -1)
-        moments = grad.new_empty((2, g.shape[0], 4), dtype=torch.float64)
+        taps, n = sine.shape
+        g = grad.reshape(n, taps)
+        # G K and G S straight into float64 (no float32 temporaries, no copy); G S in the (taps,
+        # filters) layout S has, reading G transposed; mm takes its transpose as it is.
+        gk = torch.mul(g, bank.view(n, taps), out=grad.new_empty((n, taps), dtype=torch.float64))
+        gs = torch.mul(g.t(), sine, out=grad.new_empty((taps, n), dtype=torch.float64))
         with _no_autocast(bank.device.type):
-            torch.mm(torch.mul(g, bank.view_as(g)).double(), weights[0], out=moments[0])
-            torch.mm(torch.mul(g.t().contiguous(), sine).double().t(), weights[1], out=moments[1])
+            (d_x, d_y, k_rr), (l_x, l_y, s_1) = torch.mm(gk, weights[0]).t(), torch.mm(gs.t(), weights[1]).t()
         # Into the filter's frame: with D = sum G K (x^2 - y^2 + 2i xy) and L = sum G S (x + iy),
-        # D e^{-2i theta} = sum G K (x'^2 - y'^2 + 2i x'y') and L e^{-i theta} = sum G S (x' + iy').
-        turn = torch.polar(torch.ones_like(theta), -theta)
-        frame = torch.view_as_complex(moments[..., :2]) * torch.stack([turn * turn, turn])
-        (d_re, l_re), (d_im, l_im) = frame.real, frame.imag
-        k_rr, s_1 = moments[0, :, 2], moments[1, :, 2]  # sum G K (x'^2 + y'^2), sum G S
+        # D e^{-2i theta} = sum G K (x'^2 - y'^2 + 2i x'y') and L e^{-i theta} = sum G S (x' + iy'),
+        # written out in cos and sin (torch.polar costs three times as much).
+        cos_t, sin_t = torch.cos(theta), torch.sin(theta)
+        cos_2t, sin_2t = cos_t * cos_t - sin_t * sin_t, 2 * cos_t * sin_t
+        d_re, d_im = d_x * cos_2t + d_y * sin_2t, d_y * cos_2t - d_x * sin_2t
+        l_re, l_im = l_x * cos_t + l_y * sin_t, l_y * cos_t - l_x * sin_t
         gg, half_var, wave = gamma * gamma, 0.5 / (sigma * sigma), TWO_PI / lambd
         grads = torch.stack([
             (gg - 1) * d_im * half_var - wave * l_im,  # dK/dtheta = K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
