@@ -1251,6 +1251,9 @@ _SEARCH_PIXELS = 2048     # output pixels (of all images together) that score th
 _CHUNK_BYTES = 32 << 20    # complex correlations held at once (search and refinement)
 _PLANES = 16               # complex planes per image that one correlation and its gradient hold (measured)
 _SMALL = 1 << 18           # padded pixels below which one thread beats two (measured 50x on a busy 2-core CPU)
+# The magnitude's grid: finer in theta and lambd than _GRID, since no spectrum peak adds the truth's
+# (on 12 of the cases the coarse grid missed, this one found 7).
+_CELL_GRID = {**_GRID, "theta": 36, "lambd": 12}
 
 
 def _pair(values, size: tuple[int, int]) -> torch.Tensor:
@@ -1345,7 +1348,7 @@ def _search_window(padded: torch.Tensor, y: torch.Tensor, size: tuple[int, int])
 
 
 def _magnitude_candidates(padded, y, size, fixed: dict, amplitude: bool, n_keep: int, offset: float):
-    """The best ``n_keep`` distinct points of the magnitude grid (``_GRID``'s sizes, theta over
+    """The best ``n_keep`` distinct points of the magnitude grid (``_CELL_GRID``, theta over
     ``[0, pi)``), each five parameters (psi 0, or its fixed value), scored on the search window in
     float32, in chunks of candidates."""
     window_x, window_y = _search_window(padded, y, size)
@@ -1353,11 +1356,12 @@ def _magnitude_candidates(padded, y, size, fixed: dict, amplitude: bool, n_keep:
     target = window_y.reshape(-1).to(torch.float32)
     c = float(target.square().sum())
     span, floor = max(size), _checks.LAMBD_FLOOR
-    axes = {"theta": (torch.arange(_GRID["theta"], dtype=_DTYPE) + offset) * (math.pi / _GRID["theta"]),
-            "lambd": torch.exp(torch.linspace(math.log(floor), math.log(max(2 * floor, 1.2 * span)), _GRID["lambd"],
+    grid = _CELL_GRID
+    axes = {"theta": (torch.arange(grid["theta"], dtype=_DTYPE) + offset) * (math.pi / grid["theta"]),
+            "lambd": torch.exp(torch.linspace(math.log(floor), math.log(max(2 * floor, 1.2 * span)), grid["lambd"],
                                               dtype=_DTYPE)),
-            "sigma": torch.exp(torch.linspace(0.0, math.log(max(1.5, span / 2.5)), _GRID["sigma"], dtype=_DTYPE)),
-            "gamma": torch.tensor(_GRID["gamma"], dtype=_DTYPE)}
+            "sigma": torch.exp(torch.linspace(0.0, math.log(max(1.5, span / 2.5)), grid["sigma"], dtype=_DTYPE)),
+            "gamma": torch.tensor(grid["gamma"], dtype=_DTYPE)}
     for name, value in fixed.items():
         if name != "psi":
             axes[name] = torch.tensor([value], dtype=_DTYPE)

@@ -307,6 +307,25 @@ def test_fit_response_numpy_and_batched_kernels_agree_with_tensors():
     assert bool(is_recovered(batch, truths, 13).all())
 
 
+def test_fit_response_at_10_db_searches_the_response_loss(image):
+    """Two cases of benchmarks/recovery.py's "response 10 dB, all free, random start" (indices 87
+    and 199 of its 500) that were missed (theta 46 degrees off) while the grid was scored on the
+    noisy least-squares kernel and the response loss only polished the two best ends: the search
+    and the refinement now run on the response loss itself."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import recovery
+    finally:
+        sys.path.pop(0)
+    k = next(i for i, s in enumerate(recovery.SETTINGS) if s.name.startswith("response 10 dB"))
+    cases = recovery.make_cases(200, recovery.SETTINGS[k], 1000 * k, recovery.load_image())
+    for i in (87, 199):
+        case = cases[i]
+        fit = fit_response(case["x"], case["y"], case["size"], init=case["init"])
+        theta_err, _ = recovery_error(fit, case["truth"], case["size"])
+        assert theta_err.item() <= 3.0, (i, theta_err.item())
+
+
 def test_all_parameters_fixed_returns_them():
     fit = fit_kernel(kernel_of(QUESTION, 9), fixed=QUESTION)
     assert abs(fit.theta.item() - PI / 4) < 1e-12 and fit.loss.item() < 1e-20
@@ -353,7 +372,7 @@ def test_fit_response_loss_is_the_conv_loss(image):
     fit = fit_response(x, y, 12)
     direct = (F.conv2d(x, fit.kernel()[None, None], padding="same") - y).square().sum() / y.square().sum()
     assert abs(fit.loss.item() - direct.item()) < 1e-9
-    assert fit.history["origin"] == "response"
+    assert fit.history["origin"] in ("init", "spectrum+grid")
     assert 0.005 < fit.loss.item() < 0.02  # about the noise level: 20 dB = 1% of the signal power
 
 
