@@ -21,7 +21,8 @@ depend on the start:
    (:func:`~gaborlayer.functional.canonicalize`).
 
 :func:`fit_response` first solves the linear least-squares problem for the free kernel that
-maps ``x`` to ``y``, runs steps 1--2 on it, and polishes the result on the response loss itself.
+maps ``x`` to ``y``, for the spectrum peak, and runs steps 1--2 on the response loss itself (the
+grid scored and the starts refined on it: maximum likelihood under Gaussian noise on ``y``).
 The response loss is a quadratic form in the kernel, ``||A k - y||^2`` with ``A`` the ``im2col``
 matrix of ``x``, so it is evaluated through the Gram matrix ``A^T A`` (exactly ``F.conv2d``'s
 loss, at ``O(kh^2 kw^2)`` per evaluation instead of a convolution). ``A`` itself is never formed:
@@ -91,8 +92,7 @@ class GaborFit:
             For a batch, a list of ``N`` such dicts.
         starts: every refined start, the winner first, each a dict like ``history``. ``"origin"``
             is ``"init"`` or ``"spectrum+grid"`` (refined on the kernel loss; for
-            :func:`fit_response` that of the least-squares kernel) or ``"response"`` (a polish on
-            the response loss, where ``history`` comes from). For a batch, a list of ``N`` lists.
+            :func:`fit_response` on the response loss). For a batch, a list of ``N`` lists.
         seconds: wall time of the fit.
     """
 
@@ -484,18 +484,20 @@ def _score_unit_gain(products: tuple, scale) -> tuple[torch.Tensor, torch.Tensor
     return best, where
 
 
-def _score(banks: torch.Tensor, cross, grid: _Grid, scale, amplitude: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _score(banks: torch.Tensor, cross, quad, grid: _Grid, scale, amplitude: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores and best psi of points whose banks are ``banks`` (as :func:`_unit_banks`); ``cross(k)``
-    gives the inner products of kernels ``k`` with their targets."""
+    gives the inner products of kernels ``k`` with their targets, ``quad(k1, k2)`` the quadratic
+    form of two kernels (``k1 . k2``, or ``k1^T A^T A k2`` for the response loss)."""
     def own(norms, crossed):  # a point's own products, broadcast over the targets' axis
         return norms.reshape(norms.shape + (1,) * (crossed.dim() - norms.dim()))
 
     if grid.psi is not None:
         kt = cross(banks)
-        return _score_psi_fixed(own(banks.square().sum(-1), kt), kt, scale, grid.psi, amplitude)
+        return _score_psi_fixed(own(quad(banks, banks), kt), kt, scale, grid.psi, amplitude)
     c, s = banks[0], banks[1]
     ct, st = cross(c), cross(s)
-    products = own(c.square().sum(-1), ct), own(s.square().sum(-1), ct), own((c * s).sum(-1), ct), ct, st
+    products = own(quad(c, c), ct), own(quad(s, s), ct), own(quad(c, s), ct), ct, st
     return (_score_free_gain if amplitude else _score_unit_gain)(products, scale)
 
 
@@ -551,24 +553,35 @@ def _suppress(score: torch.Tensor, theta: torch.Tensor, lambd: torch.Tensor, per
     return torch.stack(chosen, 1), torch.stack(exists, 1)
 
 
-def _grid_candidates(targets: torch.Tensor, grid: _Grid, amplitude: bool, n_keep: int
+def _grid_candidates(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, n_keep: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The best ``n_keep`` distinct points of the grid and of each target's own spectrum-peak points,
-    for targets ``(G, kh, kw)``: five parameters ``(G, n_keep, 5)`` (fixed ones not yet in place)
-    and which exist. Scores are computed on unit-norm targets in float32 and combined with the
-    norm in float64, so any finite scale is scored without overflow; ``_CHUNK_TARGETS`` targets at
-    a time, which bounds the score tables."""
-    found = [_chunk_candidates(chunk, grid, amplitude, n_keep) for chunk in targets.split(_CHUNK_TARGETS)]
+    for targets ``(G, kh, kw)`` whose loss is ``objective`` (the kernel loss, or for one target the
+    response loss: then the search scores the response loss itself, and the target, the
+    least-squares kernel, gives only the spectrum peak): five parameters ``(G, n_keep, 5)`` (fixed
+    ones not yet in place) and which exist. Scores use ``b / sqrt(c)`` in float32 and are combined
+    with ``sqrt(c)`` in float64, so any finite scale is scored without overflow; ``_CHUNK_TARGETS``
+    targets at a time, which bounds the score tables."""
+    found = [_chunk_candidates(targets[lo:lo + _CHUNK_TARGETS], objective.subset(torch.arange(lo, min(
+        lo + _CHUNK_TARGETS, len(targets)))), grid, n_keep) for lo in range(0, len(targets), _CHUNK_TARGETS)]
     return torch.cat([params for params, _ in found]), torch.cat([exists for _, exists in found])
 
 
-def _chunk_candidates(targets: torch.Tensor, grid: _Grid, amplitude: bool, n_keep: int
+def _chunk_candidates(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, n_keep: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     g, kh, kw = targets.shape
-    flat = targets.reshape(g, -1)
-    scale = flat.square().sum(-1).sqrt()
-    unit = (flat / scale[:, None]).to(torch.float32)
-    base_score, base_psi = _score(grid.banks, lambda k: k @ unit.T, grid, scale, amplitude)  # (M, G)
+    amplitude = objective.amplitude
+    scale = torch.as_tensor(objective.c, dtype=_DTYPE).reshape(-1).sqrt()
+    unit = (objective.b.reshape(-1, kh * kw) / scale[:, None]).to(torch.float32)
+    if objective.gram is None:
+        def quad(k1, k2):
+            return (k1 * k2).sum(-1)
+    else:
+        gram = objective.gram.to(torch.float32)
+
+        def quad(k1, k2):
+            return ((k1 @ gram) * k2).sum(-1)
+    base_score, base_psi = _score(grid.banks, lambda k: k @ unit.T, quad, grid, scale, amplitude)  # (M, G)
     theta_p, lambd_p = _spectrum_peaks(targets)
     extra, valid = _extra_points(grid, theta_p, lambd_p)
     per_build = max(1, _BANK_ELEMENTS // (2 * extra["theta"].shape[1] * kh * kw))
@@ -576,7 +589,7 @@ def _chunk_candidates(targets: torch.Tensor, grid: _Grid, amplitude: bool, n_kee
     for lo in range(0, g, per_build):
         rows = slice(lo, lo + per_build)
         banks = _unit_banks({name: v[rows] for name, v in extra.items()}, grid.psi, (kh, kw))
-        score, psi = _score(banks, lambda k, t=unit[rows]: torch.einsum("gep,gp->ge", k, t), grid,
+        score, psi = _score(banks, lambda k, t=unit[rows]: torch.einsum("gep,gp->ge", k, t), quad, grid,
                             scale[rows, None], amplitude)
         scores.append(score)
         psis.append(psi)
@@ -622,7 +635,7 @@ def _starts(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed: di
     their origins ``(G, S)`` as a nested list. They are the caller's ``init`` completed by the best
     grid point, then the grid candidates, with the ``fixed`` values (tensors ``(G,)``) in place."""
     g = targets.shape[0]
-    candidates, exists = _grid_candidates(targets, grid, objective.amplitude, n_keep)
+    candidates, exists = _grid_candidates(targets, objective, grid, n_keep)
     origins = ["spectrum+grid"] * n_keep
     if init:
         seeded = candidates[:, :1].clone()
@@ -666,19 +679,19 @@ _REFINE_ELEMENTS = 1 << 21  # Jacobian entries per refinement chunk (float64 tem
 
 
 def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed: dict, init: dict,
-               n_keep: int, polish: _Quadratic | None = None, bar=None) -> list[_OneFit]:
-    """Fit targets ``(G, kh, kw)`` together; ``objective`` is their kernel loss, ``fixed`` and
-    ``init`` map names to tensors ``(G,)``.
+               n_keep: int, bar=None) -> list[_OneFit]:
+    """Fit targets ``(G, kh, kw)`` together; ``objective`` is their loss (the kernel loss, or for
+    one target the response loss: see :func:`_grid_candidates`), ``fixed`` and ``init`` map names
+    to tensors ``(G,)``.
 
     Every target's best start is refined first, all at once; the targets it does not fit exactly
-    have their other starts refined next, all at once. With ``polish`` (one target), the two best
-    ends are refined again on that loss and the winner is the best of those. ``bar``: a progress
-    bar counting refined starts (its total is raised by the further starts)."""
+    have their other starts refined next, all at once. ``bar``: a progress bar counting refined
+    starts (its total is raised by the further starts)."""
     size = objective.size
     g = targets.shape[0]
     free = [i for i, name in enumerate(GABOR_2D.names) if name not in fixed]
     starts, exists, origins = _starts(targets, objective, grid, fixed, init, n_keep)
-    final = polish or objective
+    final = objective
     if not free:
         p = starts[:, 0]
         final = final.subset(torch.arange(g))
@@ -702,14 +715,7 @@ def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed:
     refine(later)
     results = []
     for i in range(g):
-        contenders = runs[i]
-        if polish is not None:
-            ranked = sorted(runs[i], key=lambda run: run.loss)[:2]
-            refined = _levenberg_marquardt(polish, torch.stack([run.params for run in ranked]), free, bounds)
-            contenders = [_Run("response", record, p, loss)
-                          for p, loss, record in zip(refined.params, refined.loss.tolist(), refined.records)]
-            runs[i] = runs[i] + contenders
-        winner = min(contenders, key=lambda run: run.loss)  # the first of the lowest
+        winner = min(runs[i], key=lambda run: run.loss)  # the first of the lowest
         results.append(_OneFit(winner.params, winner.loss, 0.0, [winner, *(r for r in runs[i] if r is not winner)]))
     winners = torch.stack([r.params for r in results])
     gains = final.subset(torch.arange(g)).gains(_kernels(winners, size))
@@ -1143,13 +1149,14 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
     """Recover the single Gabor filter that maps images ``x`` to responses ``y``.
 
     Solves for the Gabor kernel ``K`` minimising ``||F.conv2d(x, K, padding=padding) - y||^2``:
-    a linear least-squares kernel estimate, the global search and refinement of
-    :func:`fit_kernel` on it, then the same refinement on the response loss itself (maximum
-    likelihood under Gaussian noise on ``y``). The normal equations ``A^T A``, ``A^T y`` are
+    the spectrum peak of the linear least-squares kernel estimate, then the global search and
+    refinement of :func:`fit_kernel` on the response loss itself (maximum likelihood under
+    Gaussian noise on ``y``). The normal equations ``A^T A``, ``A^T y`` are
     computed by FFT correlations in row bands, never through the im2col matrix ``A``: extra
     memory stays below 256 MB whatever ``B``, ``H`` and ``W`` (for rows up to about 100,000
-    pixels; FFT buffers of 32 MB per row band plus ``O(kh kw (kh + kw) (H + W))``), and
-    ``B = 2`` images of ``512 x 512`` with ``kernel_size = 21`` take well under a second.
+    pixels; FFT buffers of 32 MB per row band plus ``O(kh kw (kh + kw) (H + W))``); ``B = 2``
+    images of ``512 x 512`` with ``kernel_size = 21`` take about 0.3 s of CPU time
+    (``docs/recovery.md``).
     A fit that explains less than ``POOR_FIT`` (50%) of ``y``'s energy warns
     (:class:`GaborFitWarning`) and says why.
 
@@ -1221,13 +1228,10 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
                          f"amplitude=True, which fits any finite non-zero scales")
     ridge = 1e-8 * float(torch.diagonal(gram).mean()) + 1e-300
     estimate = torch.linalg.solve(gram + ridge * torch.eye(kh * kw, dtype=_DTYPE), rhs).reshape(1, kh, kw)
-    flat = estimate.reshape(1, -1)
-    kernel_loss = _Quadratic(flat, flat.square().sum(-1).clamp_min(torch.finfo(_DTYPE).tiny), None, (kh, kw),
-                             amplitude)
     response_loss = _Quadratic(rhs, y_sq, gram, (kh, kw), amplitude)
     offset = float(np.random.default_rng(seed).uniform())
     grid = _grid((kh, kw), {k: v[0].item() for k, v in fixed_t.items()}, offset)
-    result, = _fit_chunk(estimate, kernel_loss, grid, fixed_t, init_t, n_keep=4, polish=response_loss)
+    result, = _fit_chunk(estimate, response_loss, grid, fixed_t, init_t, n_keep=4)
     result.gain = _ldexp(result.gain, ey - ex)
     fit = _package([result], (kh, kw), False, time.perf_counter() - t0)
     peak = _ldexp(estimate.abs().max(), ey - ex).reshape(1)  # the least-squares kernel's peak, at the data's scale
