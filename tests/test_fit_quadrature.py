@@ -80,6 +80,22 @@ def test_quadrature_recovers_random_truths_without_twin(size):
         assert 0 <= fit.theta.item() < 2 * math.pi and -math.pi < fit.psi.item() <= math.pi
 
 
+def test_magnitude_narrow_band_cases_the_coarse_grid_missed():
+    """Cases 58 and 206 of benchmarks/recovery.py's magnitude setting (its 500-case run), missed
+    (theta 30 and 64 degrees off) with the linear models' 24 x 8 grid: the magnitude has no spectrum
+    peak to put the truth on the grid, so it searches a finer one (36 thetas, 12 wavelengths)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import recovery
+    finally:
+        sys.path.pop(0)
+    k = next(i for i, s in enumerate(recovery.SETTINGS) if s.data == "magnitude")
+    cases = recovery.make_cases(207, recovery.SETTINGS[k], 1000 * k, recovery.load_image())
+    for i in (58, 206):
+        params, _ = recovery.run_library(cases[i])
+        assert recovery.recovered(params, cases[i]), (i, params, cases[i]["truth"])
+
+
 def test_magnitude_twin_is_modulo_pi():
     """theta and theta + pi give the same magnitude (the conjugate pair), whatever psi."""
     truth = dict(theta=2.0 + math.pi, sigma=2.5, lambd=5.0, gamma=0.8, psi=1.0)
