@@ -12,17 +12,21 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ._checks import LAMBD_FLOOR
 
 # Log-parameters are read through exp(clamp(r, -LOG_LIMIT, LOG_LIMIT)): beyond e^80 ~ 5.5e34 a
 # float32 sigma or gamma would overflow to inf (or underflow to 0) and the bank turn NaN; no
-# training that is going anywhere stores a raw value of 80.
+# training that is going anywhere stores a raw value of 80. The clamp is F.hardtanh: the same
+# values, and a backward of one fused kernel where clamp's takes five operations (a training step
+# of a small layer runs it three times; the gradient is 0 outside (-LOG_LIMIT, LOG_LIMIT), the
+# bounds included).
 LOG_LIMIT = 80.0
 
 
 def _bounded_exp(r: torch.Tensor) -> torch.Tensor:
-    return torch.exp(r.clamp(-LOG_LIMIT, LOG_LIMIT))
+    return torch.exp(F.hardtanh(r, -LOG_LIMIT, LOG_LIMIT))
 
 
 def _same(v: torch.Tensor) -> torch.Tensor:

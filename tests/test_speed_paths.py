@@ -211,3 +211,19 @@ def test_the_layer_trains_under_cpu_autocast_on_the_moment_path():
         grads = torch.autograd.grad(out.float().square().sum(), [conv.theta, conv.log_sigma])
     assert path(out) == MOMENTS
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_the_stored_log_parameters_read_as_exp_of_their_clamp():
+    """``_storage._bounded_exp`` (hardtanh for the clamp: a one-kernel backward) gives exp(clamp(r))
+    to the bit, the exact gradient inside the bounds (gradcheck) and 0 beyond them."""
+    from gaborlayer._storage import LOG_LIMIT, _bounded_exp
+
+    r = torch.linspace(-2 * LOG_LIMIT, 2 * LOG_LIMIT, 1001, dtype=torch.float64)
+    assert torch.equal(_bounded_exp(r), torch.exp(r.clamp(-LOG_LIMIT, LOG_LIMIT)))
+    assert torch.equal(_bounded_exp(r.float()), torch.exp(r.float().clamp(-LOG_LIMIT, LOG_LIMIT)))
+    inside = torch.tensor([-70.0, -1.0, 0.0, 2.5, 70.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_bounded_exp, (inside,))
+    assert torch.autograd.gradgradcheck(_bounded_exp, (inside,))
+    beyond = torch.tensor([-1e4, -81.0, 81.0, 1e4], dtype=torch.float64, requires_grad=True)
+    _bounded_exp(beyond).sum().backward()
+    assert torch.equal(beyond.grad, torch.zeros_like(beyond))
