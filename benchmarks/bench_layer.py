@@ -6,6 +6,7 @@
     python benchmarks/bench_layer.py --device cuda   # same table on a GPU
     python benchmarks/bench_layer.py --compile       # also both layers under torch.compile
     python benchmarks/bench_layer.py --shapes small  # only the B8/B16 layers (the B32 ones take minutes)
+    python benchmarks/bench_layer.py --ops           # also the operations and autograd nodes of a training step
 
 For each layer shape, every variant runs the same two workloads:
 
@@ -154,6 +155,22 @@ def workloads(module: nn.Module, x: torch.Tensor, weights: torch.Tensor | None):
     return train, evaluate
 
 
+def op_counts(step) -> tuple[int, int]:
+    """The work of one call of ``step`` as counted by ``torch.profiler``: the aten operations called
+    from Python or from a custom Function's forward or backward (an operation's own sub-calls not
+    counted again), and the autograd nodes the backward evaluates."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = prof.events()
+    ops = [e for e in events if e.name.startswith("aten::")
+           and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))]
+    nodes = [e for e in events if e.name.startswith("autograd::engine::evaluate_function")]
+    return len(ops), len(nodes)
+
+
 def measure(fns: dict, now, repeats: int, warmup: int, inner: int) -> dict:
     """Interleaved timing. Returns, per name, the list of per-round times (seconds per call)."""
     names = list(fns)
@@ -231,6 +248,8 @@ def main(argv=None) -> int:
     parser.add_argument("--breakdown", action="store_true", help="also time GaborConv2d's bank build and backward")
     parser.add_argument("--compile", action="store_true",
                         help="also time nn.Conv2d and GaborConv2d under torch.compile (inductor)")
+    parser.add_argument("--ops", action="store_true",
+                        help="also count the aten operations and autograd nodes of one training step")
     parser.add_argument("--shapes", default="all", choices=list(SHAPES),
                         help="the issue's small layers (B8/B16), its two large ones (B32), or all")
     args = parser.parse_args(argv)
@@ -287,6 +306,11 @@ def main(argv=None) -> int:
                 both = results[mode]["GaborConv2d, compiled"]["ms"] / results[mode]["nn.Conv2d, compiled"]["ms"]
                 extra_lines.append(f"# {label} {mode}: GaborConv2d compiled / nn.Conv2d compiled = {both:.3f} "
                                    f"(medians; target {target:.2f}x)")
+        if args.ops:
+            for name in ("nn.Conv2d", "GaborConv2d"):
+                variants[name].train()
+                ops, nodes = op_counts(workloads(variants[name], x, weights)[0])
+                extra_lines.append(f"# {label} train step, {name}: {ops} aten operations, {nodes} autograd nodes")
         if args.breakdown:
             parts = breakdown(variants["GaborConv2d"], variants["nn.Conv2d"], x, now, repeats, warmup, inner)
             extra.append((label, parts))
