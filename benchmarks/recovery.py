@@ -12,8 +12,8 @@ rectangular sizes) are recovered by
 - for the harder settings, "long Adam": one random start (all five parameters drawn from the
   truth's ranges, independently of the truth), Adam (lr ``--long-lr``) for up to ``--long-steps``
   steps with theta unconstrained, keeping each case's best iterate; a case stops early once its
-  best loss has not improved by a relative 1e-4 over 500 steps, or is below 1e-6 (a kernel
-  within 0.1%, well inside the 1% of the success test).
+  best loss has not improved by a relative ``--long-rtol`` (1e-4) over ``--long-patience`` (500)
+  steps, or is below 1e-6 (a kernel within 0.1%, well inside the 1% of the success test).
 
 Truths: ``gaborlayer.testing.sample_params`` (the identifiable ranges), except *cut* (sigma in
 [s/4, s/2], lambd in [3, s/2], s the smaller side: the envelope is cut by the border) and *gamma*
@@ -203,11 +203,11 @@ def run_lbfgs_from_init(case: dict, objective):
 
 # -- SGD and Adam, one batch per kernel size ----------------------------------------------------------
 def run_first_order(cases: list[dict], objectives: list, optimiser: str, lrs, steps: int, start: str = "init",
-                    patience: int | None = None):
+                    patience: int | None = None, rtol: float = 1e-4):
     """Final parameters ``(len(cases), 5)`` of SGD or Adam from each case's ``start`` (``"init"`` or
     ``"random_start"``); ``lrs[i]`` is the learning rate of case ``i`` (so a learning-rate sweep is
     one batch too). With ``patience`` each case keeps its best iterate and stops once its best loss
-    has not improved by a relative 1e-4 over ``patience`` steps or is below 1e-6; also returns the
+    has not improved by a relative ``rtol`` over ``patience`` steps or is below 1e-6; also returns the
     steps each ran."""
     lrs = torch.as_tensor(lrs, dtype=torch.float64).expand(len(cases))
     out = torch.empty(len(cases), 5, dtype=torch.float64)
@@ -217,7 +217,8 @@ def run_first_order(cases: list[dict], objectives: list, optimiser: str, lrs, st
         for lo in range(0, len(idx), GROUP):
             chunk = idx[lo:lo + GROUP]
             out[chunk], ran[chunk] = _first_order_group([cases[i] for i in chunk], [objectives[i] for i in chunk],
-                                                        optimiser, lrs[chunk], steps, size, start, patience)
+                                                        optimiser, lrs[chunk], steps, size, start, patience,
+                                                        rtol)
     return out, ran
 
 
@@ -251,7 +252,7 @@ def _loss_function(cases, objectives, size):
     return losses
 
 
-def _first_order_group(cases, objectives, optimiser, lrs, steps, size, start, patience, betas=(0.9, 0.999),
+def _first_order_group(cases, objectives, optimiser, lrs, steps, size, start, patience, rtol, betas=(0.9, 0.999),
                        eps=1e-8):
     """``torch.optim.SGD`` (no momentum) or ``torch.optim.Adam`` (defaults), written out so that
     every case (row) has its own learning rate; the rows are independent problems."""
@@ -291,7 +292,7 @@ def _first_order_group(cases, objectives, optimiser, lrs, steps, size, start, pa
                 m_hat, v_hat = m[rows] / (1 - betas[0] ** t), v[rows] / (1 - betas[1] ** t)
                 z[rows] = za.detach() - lr[rows] * m_hat / (v_hat.sqrt() + eps)
             if patience and t % patience == 0:
-                active &= (best <= mark * (1 - 1e-4)) & (best > 1e-6)  # stalled, or converged
+                active &= (best <= mark * (1 - rtol)) & (best > 1e-6)  # stalled, or converged
                 mark = best.clone()
                 if not bool(active.any()):
                     break
@@ -419,6 +420,9 @@ def main(argv=None) -> None:
     parser.add_argument("--calibration", type=int, default=40, help="cases for the SGD / Adam learning-rate sweep")
     parser.add_argument("--long-steps", type=int, default=20000, help="long-Adam steps at most (default 20000)")
     parser.add_argument("--long-lr", type=float, default=0.01, help="long-Adam learning rate (default 0.01)")
+    parser.add_argument("--long-patience", type=int, default=500, help="long-Adam early stop: steps (default 500)")
+    parser.add_argument("--long-rtol", type=float, default=1e-4,
+                        help="long-Adam early stop: relative improvement of the best loss (default 1e-4)")
     parser.add_argument("--anchor-cases", type=int, default=None,
                         help="run the anchors (not the library) on the first this many cases of each setting "
                              "(default: all)")
@@ -436,7 +440,7 @@ def main(argv=None) -> None:
     if args.landscape is not None:
         return landscape(args.landscape or None)
     if args.quick:
-        args.cases, args.steps, args.calibration, args.long_steps = 4, 20, 4, 40
+        args.cases, args.steps, args.calibration, args.long_steps, args.long_patience = 4, 20, 4, 40, 10
     t_start = time.perf_counter()
 
     image = load_image()
@@ -446,7 +450,7 @@ def main(argv=None) -> None:
     print(f"SGD / Adam: {args.steps} steps, learning rate = best on the first {args.calibration} cases among "
           f"SGD {SGD_LRS}, Adam {ADAM_LRS}; long Adam (harder settings): one random start, lr {args.long_lr}, "
           f"up to {args.long_steps} steps, each case stopped when its best loss falls below 1e-6 or improves by "
-          f"less than a relative 1e-4 over 500 steps")
+          f"less than a relative {args.long_rtol:g} over {args.long_patience} steps")
     if args.anchor_cases:
         print(f"anchors on the first {args.anchor_cases} cases of each setting")
     print()
@@ -482,7 +486,7 @@ def main(argv=None) -> None:
         long_adam = "-"
         if setting.new:
             params, ran = run_first_order(anchored, objectives, "adam", args.long_lr, args.long_steps,
-                                          start="random_start", patience=500 if not args.quick else 10)
+                                          start="random_start", patience=args.long_patience, rtol=args.long_rtol)
             long_adam = f"{pct(successes(params, anchored))} ({int(ran.median())})"
         clock.append(time.perf_counter())
         row = (f"| {setting.name:<42} | {pct(ok_lib):>7} | {statistics.median(seconds):>8.3f} | {max(seconds):>5.2f} | "
