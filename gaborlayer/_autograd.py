@@ -292,15 +292,18 @@ class _MomentBody(torch.autograd.Function):
         theta, sigma, lambd, gamma, _ = torch.stack(params).double()
         weights = _tap_grids(*ctx.size, bank.dtype, bank.device)[2]
         taps, filters = sine.shape
-        g = grad.reshape(filters, taps).t()
-        # G K and G S straight into float64 (no float32 temporaries), both in the (taps, filters)
-        # layout S has, then one batched (3, P) @ (P, N) matmul (on a CPU three times as fast as
-        # (N, P) @ (P, 3) for a few taps).
-        products = grad.new_empty((2, taps, filters), dtype=torch.float64)
-        torch.mul(g, bank.view(filters, taps).t(), out=products[0])
-        torch.mul(g, sine, out=products[1])
+        g = grad.reshape(filters, taps)
+        # G K and G S straight into float64 (no float32 temporaries), each in its factors' layout:
+        # G K (filters, taps) as the bank, G S (taps, filters) as S, after one transposing copy of G
+        # (multiplying G read transposed is twice as slow at 49 taps and many filters); then the
+        # (3, P) tables times each, the first read transposed, as (3, N) rows.
+        gk = torch.mul(g, bank.view(filters, taps), out=grad.new_empty((filters, taps), dtype=torch.float64))
+        gs = torch.mul(g.t().contiguous(), sine, out=grad.new_empty((taps, filters), dtype=torch.float64))
+        moments = gk.new_empty((2, 3, filters))
         with _no_autocast(bank.device.type):
-            x_moments, y_moments, (k_rr, s_1) = torch.bmm(weights, products).unbind(1)  # each (2, N)
+            torch.mm(weights[0], gk.t(), out=moments[0])
+            torch.mm(weights[1], gs, out=moments[1])
+        x_moments, y_moments, (k_rr, s_1) = moments.unbind(1)  # each (2, N)
         # Into the filter's frame: with D = sum G K (x^2 - y^2 + 2i xy) and L = sum G S (x + iy),
         # D e^{-2i theta} = sum G K (x'^2 - y'^2 + 2i x'y') and L e^{-i theta} = sum G S (x' + iy'):
         # both rotations at once, on the (2, N) rows (D, L), written out in cos and sin (torch.polar
