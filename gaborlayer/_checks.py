@@ -163,9 +163,17 @@ def finite(value: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be finite, got NaN or inf entries")
 
 
+def from_numpy(value):
+    """A numpy array as a tensor (a copy, in its dtype); anything else unchanged, for the checks to
+    judge. Wherever the package takes a tensor it takes a numpy array through this."""
+    if type(value).__name__ == "ndarray" and type(value).__module__ == "numpy":
+        return torch.tensor(value)
+    return value
+
+
 def as_param_tensors(values: dict, *, dtype=None, device=None, bounds: dict[str, Lower] | None = None
                      ) -> list[torch.Tensor]:
-    """Turn numbers or tensors into floating tensors of one dtype and device (not broadcast).
+    """Turn numbers, tensors or numpy arrays into floating tensors of one dtype and device (not broadcast).
 
     Tensors keep their autograd history. Integer or boolean tensors are refused rather than
     silently cast, since a filter parameter is never meaningfully an integer. A finite Python number
@@ -173,6 +181,7 @@ def as_param_tensors(values: dict, *, dtype=None, device=None, bounds: dict[str,
     parameter with a bound in ``bounds``, one above the bound that rounds to a value that is not
     (``sigma=1e-300`` in float32 rounds to 0, which is not > 0 there).
     """
+    values = {name: from_numpy(v) for name, v in values.items()}
     tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
     for name, v in values.items():
         if isinstance(v, torch.Tensor):

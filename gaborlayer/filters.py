@@ -334,6 +334,7 @@ def _convolve(x: torch.Tensor, kernels: torch.Tensor, method: str) -> torch.Tens
 
 
 def _filter(pair_fn, image, values: dict, n_stds, mode: str, cval, method: str, dims: int, name: str):
+    image = _checks.from_numpy(image)
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
     if not image.dtype.is_floating_point:
@@ -377,7 +378,8 @@ def gabor(image: torch.Tensor, frequency: float | torch.Tensor, theta: float | t
     correlates) of the image extended past its edges by ``mode``.
 
     Args:
-        image: ``(..., H, W)``, floating point (any batch shape; half precision is filtered in float32).
+        image: ``(..., H, W)``, floating point, a tensor or a numpy array (any batch shape; half precision is
+            filtered in float32).
         frequency, theta, bandwidth, sigma_x, sigma_y, n_stds, offset: as in :func:`gabor_kernel`;
             tensors broadcast to one shape ``S`` give a filter bank.
         mode: how the image is extended past its edges, scipy.ndimage's modes (:data:`MODES`):
@@ -419,7 +421,7 @@ def gabor3d(volume: torch.Tensor, frequency: float | torch.Tensor, theta: float 
     imaginary part of :func:`gabor_kernel3d`, batched, differentiable.
 
     Args:
-        volume: ``(..., D, H, W)``, floating point.
+        volume: ``(..., D, H, W)``, floating point, a tensor or a numpy array.
         frequency, theta, phi, bandwidth, sigma_x, sigma_y, n_stds, offset: as in
             :func:`gabor_kernel3d`; tensors broadcast to one shape ``S`` give a filter bank.
         mode: how the image is extended past its edges, scipy.ndimage's modes (:data:`MODES`):

@@ -850,11 +850,6 @@ _CHUNK_TARGETS = 1024  # targets scored together in the search (bounds its score
 _PROGRESS_DELAY = 2.0  # seconds before a fit shows its progress bar
 
 
-def _as_tensor(value):
-    """numpy arrays as tensors (same dtype, no copy); anything else unchanged, for the checks to judge."""
-    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-
-
 def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | None = None,
                seed: int = 0, amplitude: bool = False, progress: bool = True) -> GaborFit:
     """Recover the five Gabor parameters of a target kernel, independently of the start.
@@ -907,7 +902,7 @@ def fit_kernel(kernel: torch.Tensor, *, init: dict | None = None, fixed: dict | 
         torch.Size([64])
     """
     t0 = time.perf_counter()
-    kernel = _as_tensor(kernel)
+    kernel = _checks.from_numpy(kernel)
     targets = _check_kernels(kernel)
     fixed_t, init_t = _check_fixed_init(fixed, init, targets.shape[0])
     seed = _checks.nonnegative_int(seed, "seed")
@@ -1205,7 +1200,7 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
     """
     t0 = time.perf_counter()
     output = _checks.one_of(output, "output", RESPONSE_OUTPUTS)
-    x, y = _as_tensor(x), _as_tensor(y)
+    x, y = _checks.from_numpy(x), _checks.from_numpy(y)
     (kh, kw), pads = _check_response(x, y, kernel_size, padding, 2 if output == "quadrature" else 1)
     fixed_t, init_t = _check_fixed_init(fixed, init, 1, counts="be a single value (fit_response fits one filter)")
     seed = _checks.nonnegative_int(seed, "seed")

@@ -364,9 +364,23 @@ def test_conversions_are_differentiable_and_keep_tensor_dtypes():
     assert filters.to_opencv(0.1, 1.0, 4.0, 1.0, 0.0)["psi"].dtype == torch.float64
 
 
+def test_numpy_images_and_parameters_are_taken_as_tensors():
+    # skimage's users hold numpy arrays: the same call, with the import changed, gives skimage's result
+    image = np.random.default_rng(0).random((20, 24))
+    thetas = np.array([0.0, 0.7])
+    real, imag = filters.gabor(image, 0.2, theta=thetas)
+    assert real.shape == (2, 20, 24) and real.dtype == torch.float64
+    for i, theta in enumerate(thetas):
+        want_real, want_imag = skimage.filters.gabor(image, 0.2, theta=theta)
+        assert relative_error(real[i], want_real) < 1e-11 and relative_error(imag[i], want_imag) < 1e-11
+    volume = np.random.default_rng(1).random((6, 7, 8)).astype(np.float32)
+    assert filters.gabor3d(volume, 0.3)[0].dtype == torch.float32
+
+
 # -- errors -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("call, error, words", [
-    (lambda: filters.gabor(np.zeros((8, 8)), 0.2), TypeError, "image must be a torch.Tensor"),
+    (lambda: filters.gabor([[0.0] * 8] * 8, 0.2), TypeError, "image must be a torch.Tensor"),
+    (lambda: filters.gabor(np.zeros((8, 8), dtype=np.uint8), 0.2), TypeError, "image must be a floating-point"),
     (lambda: filters.gabor(torch.zeros(8, 8, dtype=torch.uint8), 0.2), TypeError, "image must be a floating-point"),
     (lambda: filters.gabor(torch.zeros(8), 0.2), ValueError, "image must have shape (..., H, W)"),
     (lambda: filters.gabor(torch.zeros(8, 0), 0.2), ValueError, "non-empty"),

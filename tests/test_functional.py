@@ -394,7 +394,7 @@ ERROR_CASES = [
     (dict(sigma=torch.tensor(2, dtype=torch.int32)), TypeError, r"sigma must be a floating-point.*torch\.int32"),
     (dict(gamma=torch.tensor([True])), TypeError, r"gamma must be a floating-point.*torch\.bool"),
     (dict(theta="0.3"), TypeError, r"theta must be a float or a floating-point tensor, got str"),
-    (dict(psi=np.zeros(3)), TypeError, r"psi must be a float .*got ndarray"),
+    (dict(psi=np.zeros(3, dtype=np.int64)), TypeError, r"psi must be a floating-point tensor, got dtype torch\.int64"),
     (dict(sigma=0.0), ValueError, r"sigma must be > 0(\.0)?, got 0\.0"),
     (dict(sigma=-1.5), ValueError, r"sigma must be > 0(\.0)?, got -1\.5"),
     (dict(lambd=torch.tensor([4.0, 0.0])), ValueError, r"lambd must be > 0(\.0)?, got 0\.0"),
@@ -413,6 +413,14 @@ def test_bad_input_names_argument_value_and_range(bad, error, match):
     args = {**GOOD, **bad}
     with pytest.raises(error, match=match):
         gabor_kernel2d(args["theta"], args["sigma"], args["lambd"], args["gamma"], args["psi"], args["size"])
+
+
+def test_numpy_parameters_are_tensors_of_their_dtype():
+    thetas = np.linspace(0, np.pi, 4, endpoint=False)
+    bank = gabor_kernel2d(thetas, 2.0, np.float32(4.0), 0.5, np.zeros(4), 5)
+    want = gabor_kernel2d(torch.from_numpy(thetas), 2.0, 4.0, 0.5, torch.zeros(4, dtype=torch.float64), 5)
+    assert bank.dtype == torch.float64 and bank.shape == (4, 5, 5)
+    torch.testing.assert_close(bank, want, rtol=0, atol=0)
 
 
 def test_bad_backend():
