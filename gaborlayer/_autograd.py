@@ -293,7 +293,8 @@ class _MomentBody(torch.autograd.Function):
         weights = _tap_grids(*ctx.size, bank.dtype, bank.device)[2]
         taps, filters = sine.shape
         g = grad.reshape(filters, taps)
-        # G K and G S straight into float64 (no float32 temporaries), each in its factors' layout:
+        # G K and G S into float64 by mul(out=) (torch forms the float32 product and copies it, as
+        # .double() would: the float64 matmul below keeps the sums exact), each in its factors' layout:
         # G K (filters, taps) as the bank, G S (taps, filters) as S, after one transposing copy of G
         # (multiplying G read transposed is twice as slow at 49 taps and many filters); then the
         # (3, P) tables times each, the first read transposed, as (3, N) rows.
