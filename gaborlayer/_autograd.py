@@ -262,31 +262,28 @@ def _no_autocast(device_type: str):
 
 class _MomentBody(torch.autograd.Function):
     """The 2-D bank with the moment backward (see above): ``(theta, sigma, lambd, gamma, psi)`` and
-    ``kh, kw`` -> ``(bank (N, kh, kw), S (kh * kw, N))``, ``S`` not differentiable. Eager only, called
-    by :class:`GaborKernel2d` where :func:`moments_pay`; with ``create_graph=True`` its backward is
-    :func:`gabor_kernel2d_backward` (differentiable ops), so double backward is the plain one's."""
+    ``kh, kw`` -> bank ``(N, kh, kw)``; the forward saves ``S (kh * kw, N)`` for the backward. Eager
+    only, called by :class:`GaborKernel2d` where :func:`moments_pay`; with ``create_graph=True`` its
+    backward is :func:`gabor_kernel2d_backward` (differentiable ops), so double backward is the plain
+    one's. A forward with ``ctx`` (saving S, an intermediate, directly): the ``setup_context`` form
+    would have to return S as a second, non-differentiable output, and that costs about 60 us more
+    per forward and backward (a 5-input Function, 1 thread); this Function never runs under
+    torch.compile or functorch, which need that form."""
 
     @staticmethod
-    def forward(theta, sigma, lambd, gamma, psi, kh: int, kw: int):
+    def forward(ctx, theta, sigma, lambd, gamma, psi, kh: int, kw: int):
         phase, envelope = _bank_terms2d(theta, sigma, lambd, gamma, psi, kh, kw)
         sine = torch.sin(phase).mul_(envelope)  # (P, N)
         # as gabor_kernel2d_forward: (P, N) -> (N, kh, kw) by one transposing copy
-        return phase.cos_().mul_(envelope).t().reshape(-1).view(theta.shape[0], kh, kw), sine
+        bank = phase.cos_().mul_(envelope).t().reshape(-1).view(theta.shape[0], kh, kw)
+        ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine)
+        ctx.size = (kh, kw)
+        return bank
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        bank, sine = output
-        ctx.mark_non_differentiable(sine)
-        ctx.set_materialize_grads(False)  # no zeros for S's (absent) gradient
-        ctx.save_for_backward(*inputs[:5], bank, sine)
-        ctx.size = inputs[5:]
-
-    @staticmethod
-    def backward(ctx, grad, _sine_grad):
+    def backward(ctx, grad):
         *params, bank, sine = ctx.saved_tensors
         need = ctx.needs_input_grad
-        if grad is None:
-            return (None,) * 7
         if torch.is_grad_enabled():  # create_graph: the differentiable backward
             return (*gabor_kernel2d_backward(grad, params, ctx.size, need), None, None)
         theta, sigma, lambd, gamma, _ = torch.stack(params).double()
@@ -657,7 +654,7 @@ class GaborKernel2d(_ForwardModeInEager, torch.autograd.Function):
     @classmethod
     def apply(cls, theta, sigma, lambd, gamma, psi, kh, kw):
         if moments_pay((theta, sigma, lambd, gamma, psi)):
-            return _GaborKernel2dMoments.apply(theta, sigma, lambd, gamma, psi, kh, kw)[0]
+            return _GaborKernel2dMoments.apply(theta, sigma, lambd, gamma, psi, kh, kw)
         return super().apply(theta, sigma, lambd, gamma, psi, kh, kw)
 
     @staticmethod
