@@ -552,28 +552,21 @@ STYLE = {"conv": ("tab:blue", "s"), "gabor": ("tab:red", "o"), "fixed_theta": ("
          "groups": ("tab:green", "v"), "magnitude": ("tab:purple", "D")}
 
 
-def plot(payload: dict, images: str) -> list[str]:
-    """``evidence_size.png`` (metric against training fraction) and ``evidence_robustness.png``
-    (metric against corruption strength); mean over seeds, bars: one standard deviation."""
+def draw(ax, xs, series: list[list[float]], variant: str, offset: float) -> None:
+    """One variant's line: at each x the mean of its values (seeds) in percent, bars one standard
+    deviation (a partial run may have fewer seeds at some points); x scaled by ``offset``."""
+    points = [100 * np.asarray(v) for v in series]
+    mean = [p.mean() for p in points]
+    std = [p.std(ddof=1) if len(p) > 1 else 0.0 for p in points]
+    color, marker = STYLE[variant]
+    ax.errorbar(np.asarray(xs) * offset, mean, std, color=color, marker=marker, ms=4, lw=1.2, capsize=2,
+                label=LABELS[variant])
+
+
+def plot_sizes(plt, groups: dict, swept: list[str], images: str) -> str:
+    """``evidence_size.png``: the headline metric against the training fraction, one panel per task."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = grouped(payload["records"])
-    tasks = [t for t in TASKS if any(k[0] == t for k in groups)]
-    os.makedirs(images, exist_ok=True)
-    written = []
-
-    def draw(ax, xs, series, variant, offset):
-        points = [100 * np.asarray(v) for v in series]  # per point, its seeds (a partial run: not all)
-        mean = [p.mean() for p in points]
-        std = [p.std(ddof=1) if len(p) > 1 else 0.0 for p in points]
-        color, marker = STYLE[variant]
-        ax.errorbar(np.asarray(xs) * offset, mean, std, color=color, marker=marker, ms=4,
-                    lw=1.2, capsize=2, label=LABELS[variant])
-
-    swept = [t for t in tasks if len({k[2] for k in groups if k[0] == t}) > 1]  # a size sweep to draw
     fig, axes = plt.subplots(1, max(1, len(swept)), figsize=(3.6 * max(1, len(swept)), 3.2), squeeze=False)
     for ax, task in zip(axes[0], swept):
         key_, label = metric_of(task)
@@ -594,8 +587,25 @@ def plot(payload: dict, images: str) -> list[str]:
     fig.tight_layout(rect=(0, 0.08 if ncol == len(labels) else 0.16, 1, 1))
     fig.savefig(os.path.join(images, "evidence_size.png"), dpi=80)
     plt.close(fig)
-    written.append("evidence_size.png")
+    return "evidence_size.png"
 
+
+def plot(payload: dict, images: str) -> list[str]:
+    """``evidence_size.png`` (metric against training fraction, when a task has several) and
+    ``evidence_robustness.png`` (metric against corruption strength); the names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = grouped(payload["records"])
+    tasks = [t for t in TASKS if any(k[0] == t for k in groups)]
+    os.makedirs(images, exist_ok=True)
+    written = []
+
+    swept = [t for t in tasks if len({k[2] for k in groups if k[0] == t}) > 1]  # a size sweep to draw
+    if swept:
+        written.append(plot_sizes(plt, groups, swept, images))
     robust = [t for t in tasks if (t, "conv", 1.0) in groups and "robustness" in groups[(t, "conv", 1.0)][0]]
     if robust:
         fig, axes = plt.subplots(len(robust), len(CORRUPTIONS), figsize=(3.0 * len(CORRUPTIONS), 2.4 * len(robust)),
