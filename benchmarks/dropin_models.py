@@ -22,16 +22,18 @@ filter's quadrature-pair energy). After training, every real-output Gabor layer 
 ``to_conv2d()`` and the converted model's outputs are compared with the trained one's; its
 inference is timed against the Gabor model and the plain model.
 
-Regimes: every cell is trained on a fraction of the training set (``FULL[task]["sizes"]``) for the same number
-of optimiser steps; the models trained on all of it are also tested on corrupted test inputs
+Regimes: every cell is trained on a fraction of the training set (``FULL[task]["sizes"]``) for the
+same number of optimiser steps; the models trained on all of it are also tested on corrupted test inputs
 (Gaussian noise, Gaussian blur, rotation, contrast reduction, several strengths each).
 
-No hyperparameter search for any variant: one setting per task (Adam, one-cycle schedule; the
-learning rates below), fixed before the first run and the same for every variant; the ``groups``
-variant's factor is the library default (3). Seeds 0..n-1 give every variant the same body
-initialisation, training subset, batches and corruptions, so the comparison is paired.
+No hyperparameter search for any variant: one setting per task (``FULL``: Adam, one-cycle schedule,
+learning rates fixed before the first run; steps and batches sized for the time available), the
+same for every variant; the ``groups`` variant's factor is the library default (3). Seeds 0..n-1
+give every variant the same body initialisation, training subset, batches and corruptions, so the
+comparison is paired.
 
-Each cell runs in its own worker process, one thread, ``torch.use_deterministic_algorithms``;
+Cells run in ``--jobs`` worker processes (one thread each, ``torch.use_deterministic_algorithms``);
+a cell's result depends only on its settings and seed;
 the results are written to ``--json`` (default ``docs/data/evidence.json``) after every cell, so
 an interrupted run keeps what it finished and ``--resume`` continues it. ``--plot`` reads that
 file and writes ``docs/images/evidence_*.png`` and the tables of ``docs/evidence.md``.
