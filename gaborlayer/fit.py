@@ -414,24 +414,34 @@ class _Grid(NamedTuple):
     fixed: tuple[str, ...]
 
 
-def _grid(size, fixed: dict[str, float], offset: float) -> _Grid:
-    """The grid for ``size`` and the ``fixed`` values (floats by name) with the theta axis offset."""
-    period = 2 * math.pi if "psi" in fixed else math.pi
+def _grid_points(size, fixed: dict[str, float], offset: float, period: float, counts: dict
+                 ) -> tuple[dict, dict]:
+    """The axes of a coarse grid for kernels of ``size`` (``counts`` values each: theta evenly over
+    ``period`` from ``offset`` steps, lambd in ``[2, 1.2 size]`` and sigma in ``[1, size / 2.5]``
+    log-spaced, gamma as given), a ``fixed`` value (floats by name) in place of its axis; and every
+    combination of them, four float64 ``(M,)`` in ``_MESH`` order."""
     span, floor = max(size), _checks.LAMBD_FLOOR
-    n_theta = _GRID["theta"] if period == math.pi else 2 * _GRID["theta"]
 
     def geometric(lo, hi, n):
         return torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=_DTYPE))
 
-    axes = {"theta": (torch.arange(n_theta, dtype=_DTYPE) + offset) * (period / n_theta),
-            "lambd": geometric(floor, max(2.0 * floor, 1.2 * span), _GRID["lambd"]),
-            "sigma": geometric(1.0, max(1.5, span / 2.5), _GRID["sigma"]),
-            "gamma": torch.tensor(_GRID["gamma"], dtype=_DTYPE)}
+    axes = {"theta": (torch.arange(counts["theta"], dtype=_DTYPE) + offset) * (period / counts["theta"]),
+            "lambd": geometric(floor, max(2.0 * floor, 1.2 * span), counts["lambd"]),
+            "sigma": geometric(1.0, max(1.5, span / 2.5), counts["sigma"]),
+            "gamma": torch.tensor(counts["gamma"], dtype=_DTYPE)}
     for name, value in fixed.items():
         if name != "psi":
             axes[name] = torch.tensor([value], dtype=_DTYPE)
     mesh = torch.meshgrid(*(axes[name] for name in _MESH), indexing="ij")
-    points = {name: m.reshape(-1) for name, m in zip(_MESH, mesh)}
+    return axes, {name: m.reshape(-1) for name, m in zip(_MESH, mesh)}
+
+
+def _grid(size, fixed: dict[str, float], offset: float) -> _Grid:
+    """The grid for ``size`` and the ``fixed`` values (floats by name) with the theta axis offset:
+    ``_GRID``, its theta count doubled over ``[0, 2 pi)`` when psi is fixed."""
+    period = 2 * math.pi if "psi" in fixed else math.pi
+    counts = _GRID if period == math.pi else {**_GRID, "theta": 2 * _GRID["theta"]}
+    axes, points = _grid_points(size, fixed, offset, period, counts)
     return _Grid(axes, points, _unit_banks(points, fixed.get("psi"), size), fixed.get("psi"), period, tuple(fixed))
 
 
@@ -1354,18 +1364,7 @@ def _magnitude_candidates(padded, y, size, fixed: dict, amplitude: bool, n_keep:
     correlator = _Correlator(window_x.to(torch.float32), size)
     target = window_y.reshape(-1).to(torch.float32)
     c = float(target.square().sum())
-    span, floor = max(size), _checks.LAMBD_FLOOR
-    grid = _CELL_GRID
-    axes = {"theta": (torch.arange(grid["theta"], dtype=_DTYPE) + offset) * (math.pi / grid["theta"]),
-            "lambd": torch.exp(torch.linspace(math.log(floor), math.log(max(2 * floor, 1.2 * span)), grid["lambd"],
-                                              dtype=_DTYPE)),
-            "sigma": torch.exp(torch.linspace(0.0, math.log(max(1.5, span / 2.5)), grid["sigma"], dtype=_DTYPE)),
-            "gamma": torch.tensor(grid["gamma"], dtype=_DTYPE)}
-    for name, value in fixed.items():
-        if name != "psi":
-            axes[name] = torch.tensor([value], dtype=_DTYPE)
-    mesh = torch.meshgrid(*(axes[name] for name in _MESH), indexing="ij")
-    points = {name: m.reshape(-1) for name, m in zip(_MESH, mesh)}
+    _, points = _grid_points(size, fixed, offset, math.pi, _CELL_GRID)
     total = points["theta"].numel()
     step = max(1, _CHUNK_BYTES // (4 * math.prod(correlator.shape) * 16 * window_x.shape[0]))
     zero, spectrum = torch.zeros(1, dtype=torch.float32), torch.cat(correlator.spectra)
