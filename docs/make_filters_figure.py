@@ -42,7 +42,7 @@ def main() -> None:
                                "response)", "RdBu_r", max(worst, 1e-30))]
         for ax, (values, title, cmap, lim) in zip(axes[row], panels):
             shown = ax.imshow(values, cmap=cmap, vmin=-lim, vmax=lim)
-            ax.set_title(title, fontsize=10)
+            ax.set_title(title, fontsize=10, pad=16)  # above the colour bar's 1e-k label
             ax.set_xticks([]), ax.set_yticks([])
             bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
             bar.formatter.set_powerlimits((-2, 2))
