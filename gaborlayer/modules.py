@@ -307,7 +307,7 @@ class GaborConv2d(_GaborConvNd):
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, *, amplitude: bool = True, learn: str | Sequence[str] = "all",
                     backend: str = "auto", seed: int = 0,
-                    return_fit: bool = False) -> GaborConv2d | tuple[GaborConv2d, GaborFit]:
+                    return_fit: bool = False, progress: bool = True) -> GaborConv2d | tuple[GaborConv2d, GaborFit]:
         """A GaborConv2d with ``conv``'s configuration, its filters fitted to ``conv``'s weights.
 
         Every 2-D slice ``conv.weight[o, i]`` is fitted by :func:`~gaborlayer.fit_kernel`
@@ -324,6 +324,8 @@ class GaborConv2d(_GaborConvNd):
             seed: the fits' grid offset (see :func:`~gaborlayer.fit_kernel`).
             return_fit: also return the :class:`~gaborlayer.GaborFit` of the ``N = out_channels *
                 in_channels // groups`` slices, in ``conv.weight``'s row-major order.
+            progress: a progress bar (tqdm, on stderr) when the fit runs longer than two seconds
+                and stderr is a terminal; ``False``: never.
 
         Returns:
             the GaborConv2d, on ``conv``'s device and dtype; with ``return_fit``, ``(module, fit)``.
@@ -339,7 +341,7 @@ class GaborConv2d(_GaborConvNd):
             (True, True)
         """
         return cls._from_conv(conv, amplitude=amplitude, learn=learn, backend=backend, seed=seed,
-                              return_fit=return_fit)
+                              return_fit=return_fit, progress=progress)
 
 
 class GaborConv1d(_GaborConvNd):
@@ -397,7 +399,7 @@ class GaborConv1d(_GaborConvNd):
     @classmethod
     def from_conv1d(cls, conv: nn.Conv1d, *, amplitude: bool = True, learn: str | Sequence[str] = "all",
                     backend: str = "auto", seed: int = 0,
-                    return_fit: bool = False) -> GaborConv1d | tuple[GaborConv1d, GaborFit]:
+                    return_fit: bool = False, progress: bool = True) -> GaborConv1d | tuple[GaborConv1d, GaborFit]:
         """A GaborConv1d with ``conv``'s configuration, its filters fitted to ``conv``'s weights.
 
         As :meth:`GaborConv2d.from_conv2d`, for 1-D: every slice ``conv.weight[o, i]`` is fitted
@@ -408,7 +410,7 @@ class GaborConv1d(_GaborConvNd):
 
         Args:
             conv: an ``nn.Conv1d`` with a kernel of at least 3 taps and finite weights.
-            amplitude, learn, backend, seed: as in :meth:`GaborConv2d.from_conv2d`.
+            amplitude, learn, backend, seed, progress: as in :meth:`GaborConv2d.from_conv2d`.
             return_fit: also return the :class:`~gaborlayer.GaborFit` of the ``N = out_channels *
                 in_channels // groups`` slices (its ``size`` is ``(1, k)``, its ``theta`` 0 and its
                 ``gamma`` 1; ``1 - fit.loss`` is the fraction of each slice explained).
@@ -426,7 +428,7 @@ class GaborConv1d(_GaborConvNd):
             (True, True)
         """
         return cls._from_conv(conv, amplitude=amplitude, learn=learn, backend=backend, seed=seed,
-                              return_fit=return_fit)
+                              return_fit=return_fit, progress=progress)
 
 
 class GaborConv3d(_GaborConvNd):

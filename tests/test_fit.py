@@ -299,6 +299,23 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
         fit_kernel(target, progress="yes")
 
 
+@pytest.mark.parametrize("dims", [1, 2])
+def test_from_conv_progress_reaches_the_fit(dims, monkeypatch, capsys):
+    import torch.nn as nn
+
+    import gaborlayer.fit as fit_module
+    from gaborlayer import GaborConv1d, GaborConv2d
+
+    monkeypatch.setattr(fit_module, "_PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    conv = (nn.Conv1d(1, 2, 9) if dims == 1 else nn.Conv2d(1, 2, 5)).double()
+    convert = GaborConv1d.from_conv1d if dims == 1 else GaborConv2d.from_conv2d
+    convert(conv, progress=False)
+    assert capsys.readouterr().err == ""
+    convert(conv)
+    assert "fitting Gabor filters" in capsys.readouterr().err
+
+
 def test_fit_response_numpy_and_batched_kernels_agree_with_tensors():
     truths = sample_params(5, 13, torch.Generator().manual_seed(11))
     targets = gabor_kernel2d(*truths.values(), 13)
