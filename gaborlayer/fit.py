@@ -92,7 +92,8 @@ class GaborFit:
             For a batch, a list of ``N`` such dicts.
         starts: every refined start, the winner first, each a dict like ``history``. ``"origin"``
             is ``"init"`` or ``"spectrum+grid"`` (refined on the kernel loss; for
-            :func:`fit_response` on the response loss). For a batch, a list of ``N`` lists.
+            :func:`fit_response` on the response loss, where ``"least-squares kernel"`` marks the
+            candidates of the search on the least-squares kernel). For a batch, a list of ``N`` lists.
         seconds: wall time of the fit.
     """
 
@@ -639,14 +640,20 @@ def _index(name: str) -> int:
 
 
 def _starts(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed: dict, init: dict,
-            n_keep: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+            n_keep: int, also: _Quadratic | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The starts of targets ``(G, kh, kw)``: five parameters ``(G, S, 5)``, lowest starting loss
     first (an exact fit ends the search, so a good init saves time), which exist ``(G, S)``, and
     their origins ``(G, S)`` as a nested list. They are the caller's ``init`` completed by the best
-    grid point, then the grid candidates, with the ``fixed`` values (tensors ``(G,)``) in place."""
+    grid point, then the grid candidates (and those of the search on ``also``, the kernel loss of
+    the targets, where ``objective`` is a response loss), with the ``fixed`` values (tensors
+    ``(G,)``) in place."""
     g = targets.shape[0]
     candidates, exists = _grid_candidates(targets, objective, grid, n_keep)
     origins = ["spectrum+grid"] * n_keep
+    if also is not None:
+        more, more_exist = _grid_candidates(targets, also, grid, n_keep)
+        candidates, exists = torch.cat([candidates, more], 1), torch.cat([exists, more_exist], 1)
+        origins += ["least-squares kernel"] * n_keep
     if init:
         seeded = candidates[:, :1].clone()
         for name, value in init.items():
@@ -689,10 +696,11 @@ _REFINE_ELEMENTS = 1 << 21  # Jacobian entries per refinement chunk (float64 tem
 
 
 def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed: dict, init: dict,
-               n_keep: int, bar=None) -> list[_OneFit]:
+               n_keep: int, bar=None, also: _Quadratic | None = None) -> list[_OneFit]:
     """Fit targets ``(G, kh, kw)`` together; ``objective`` is their loss (the kernel loss, or for
     one target the response loss: see :func:`_grid_candidates`), ``fixed`` and ``init`` map names
-    to tensors ``(G,)``.
+    to tensors ``(G,)``; ``also``: a second loss whose grid candidates are starts too (see
+    :func:`_starts`).
 
     Every target's best start is refined first, all at once; the targets it does not fit exactly
     have their other starts refined next, all at once. ``bar``: a progress bar counting refined
@@ -700,7 +708,7 @@ def _fit_chunk(targets: torch.Tensor, objective: _Quadratic, grid: _Grid, fixed:
     size = objective.size
     g = targets.shape[0]
     free = [i for i, name in enumerate(GABOR_2D.names) if name not in fixed]
-    starts, exists, origins = _starts(targets, objective, grid, fixed, init, n_keep)
+    starts, exists, origins = _starts(targets, objective, grid, fixed, init, n_keep, also)
     final = objective
     if not free:
         p = starts[:, 0]
@@ -1234,9 +1242,14 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
     ridge = 1e-8 * float(torch.diagonal(gram).mean()) + 1e-300
     estimate = torch.linalg.solve(gram + ridge * torch.eye(kh * kw, dtype=_DTYPE), rhs).reshape(1, kh, kw)
     response_loss = _Quadratic(rhs, y_sq, gram, (kh, kw), amplitude)
+    # The grid is searched twice: on the response loss (robust where noise swamps the least-squares
+    # kernel, 10 dB) and on the kernel loss of the least-squares kernel (where the response loss of a
+    # unit-gain filter favours a small filter that does little, 20 dB on photographs); every start is
+    # refined on the response loss.
+    kernel_loss = _Quadratic(estimate.reshape(1, -1), estimate.square().sum().reshape(1), None, (kh, kw), amplitude)
     offset = float(np.random.default_rng(seed).uniform())
     grid = _grid((kh, kw), {k: v[0].item() for k, v in fixed_t.items()}, offset)
-    result, = _fit_chunk(estimate, response_loss, grid, fixed_t, init_t, n_keep=4)
+    result, = _fit_chunk(estimate, response_loss, grid, fixed_t, init_t, n_keep=4, also=kernel_loss)
     result.gain = _ldexp(result.gain, ey - ex)
     fit = _package([result], (kh, kw), False, time.perf_counter() - t0)
     peak = _ldexp(estimate.abs().max(), ey - ex).reshape(1)  # the least-squares kernel's peak, at the data's scale
