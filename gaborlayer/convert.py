@@ -6,7 +6,6 @@ conversion is asked for, so ``import gaborlayer`` does not load the fitting mach
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -204,19 +203,8 @@ def _check_replaceable(name: str, conv: nn.Conv2d, allow_subclasses: bool) -> No
                         f"GaborConv2d would drop; pass allow_subclasses=True to swap it anyway")
 
 
-def _from_conv2d_options(kwargs: dict, progress: bool) -> dict:
-    """``GaborConv2d.from_conv2d``'s keyword defaults updated by ``kwargs``, with ``progress``."""
-    defaults = {name: p.default for name, p in inspect.signature(GaborConv2d.from_conv2d).parameters.items()
-                if p.kind is p.KEYWORD_ONLY}
-    unknown = sorted(set(kwargs) - set(defaults))
-    if unknown:
-        raise TypeError(f"replace_conv2d(fit=True) got keyword arguments {unknown} that "
-                        f"GaborConv2d.from_conv2d does not take; it takes {sorted(defaults)}")
-    return {**defaults, **kwargs, "return_fit": True, "progress": progress}
-
-
 def _fitted(name: str, conv: nn.Conv2d, kwargs: dict, progress: bool):
-    new, fit = GaborConv2d._from_conv(conv, **_from_conv2d_options(kwargs, progress))
+    new, fit = GaborConv2d.from_conv2d(conv, return_fit=True, progress=progress, **kwargs)
     explained = 1 - fit.loss
     median = float(explained.median())
     _log.info("replace_conv2d: %r fitted, the Gabor filters explain %.1f%% of the weights' energy "

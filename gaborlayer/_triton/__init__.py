@@ -28,7 +28,6 @@ CHECK_ENV = "GABORLAYER_TRITON_CHECK"
 _CHECK_SIZE = (64, 7, 5)  # filters, kh, kw
 _CHECK_RANGES = ((-3.2, 3.2), (1.5, 3.0), (4.0, 10.0), (0.5, 1.5), (-3.2, 3.2))  # theta, sigma, lambd, gamma, psi
 CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 2e-5}
-_NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
 _VERDICTS: dict[tuple[str, str], bool] = {}  # (device, dtype) -> whether the kernels passed
 _VERDICT_LOCK = threading.Lock()
 
@@ -89,6 +88,7 @@ def check_kernels(device: torch.device, dtype: torch.dtype) -> str:
     agree, else what differed (or what the kernels raised). Registers the op; triton must import."""
     from .. import _ops  # noqa: F401  (registers the op)
     from .._autograd import GaborKernel2d
+    from .._family import GABOR_2D
 
     n, kh, kw = _CHECK_SIZE
     gen = torch.Generator().manual_seed(0)
@@ -106,7 +106,7 @@ def check_kernels(device: torch.device, dtype: torch.dtype) -> str:
     (bank, grads), (want_bank, want_grads) = results
     scale = grad.abs().flatten(1).sum(1)
     errors = [("the bank's values", (bank - want_bank).abs().flatten(1).amax(1))]
-    errors += [(f"d_{name}", (g - w).abs() / scale) for name, g, w in zip(_NAMES, grads, want_grads)]
+    errors += [(f"d_{name}", (g - w).abs() / scale) for name, g, w in zip(GABOR_2D.names, grads, want_grads)]
     failed = []
     for what, error in errors:
         worst = float(error.max()) if torch.isfinite(error).all() else float("inf")
