@@ -3,6 +3,10 @@
 Profiles: ``dev`` (default, fast) and ``ci`` (chosen when the ``CI`` environment variable is set,
 or with ``HYPOTHESIS_PROFILE=ci``). Under ``ci`` the gradient tests generate well over 10,000
 cases in total; the session prints how many gradient cases ran (``.ci/run`` checks the figure).
+``ci`` is derandomized: each test draws the same cases on every machine until the test changes, so
+a clean clone passes or fails as it did here. ``explore`` (``HYPOTHESIS_PROFILE=explore``) draws as
+many fresh random cases, to look for new failures; a failure it finds is replayed with
+``@example`` in the test.
 
 Guards: under ``GABORLAYER_STRICT_SKIPS=1`` (set by ``make test``) a skipped test fails, unless
 it is marked ``gpu`` (needs a CUDA device, which CI never has) -- so nothing, the Triton path
@@ -19,15 +23,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", max_examples=400, deadline=None, derandomize=False, print_blob=True,
+settings.register_profile("ci", max_examples=400, deadline=None, derandomize=True, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", settings.get_profile("ci"), derandomize=False)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 settings.load_profile(PROFILE)
 
 
 def scaled(n: int) -> int:
-    """``max_examples`` for a test: ``n`` under the ci profile, a tenth of it (at least 10) under dev."""
-    return n if PROFILE == "ci" else max(10, n // 10)
+    """``max_examples`` for a test: ``n`` under the ci and explore profiles, a tenth of it (at least
+    10) under dev."""
+    return max(10, n // 10) if PROFILE == "dev" else n
 
 
 # -- generated parameters -----------------------------------------------------------------
