@@ -80,12 +80,12 @@ CORRUPTIONS = {"noise": (0.05, 0.1, 0.2), "blur": (0.75, 1.5, 3.0), "rotation": 
 UNITS = {"noise": "std (image range 0..1)", "blur": "sigma (px)", "rotation": "degrees", "contrast": "factor"}
 # One setting per task, the same for every variant: optimiser steps, batch (images or pairs), Adam lr,
 # and the training fractions swept. Sized for a shared 2-core CPU: HardNet and SOSNet cost ~10x TFeat
-# per step, so they get fewer, smaller steps and all training pairs only.
-FULL = {"digits": dict(steps=100, batch=64, lr=3e-3, sizes=(0.01, 0.05, 1.0)),
-        "texture": dict(steps=100, batch=32, lr=3e-3, sizes=(0.05, 1.0)),
-        "tfeat": dict(steps=60, batch=32, lr=1e-3, sizes=(0.05, 1.0)),
-        "hardnet": dict(steps=30, batch=16, lr=1e-3, sizes=(1.0,)),
-        "sosnet": dict(steps=30, batch=16, lr=1e-3, sizes=(1.0,))}
+# per step, so they get fewer, smaller steps and two training fractions.
+FULL = {"digits": dict(steps=100, batch=64, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "texture": dict(steps=100, batch=32, lr=3e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "tfeat": dict(steps=60, batch=32, lr=1e-3, sizes=(0.01, 0.05, 0.25, 1.0)),
+        "hardnet": dict(steps=30, batch=16, lr=1e-3, sizes=(0.05, 1.0)),
+        "sosnet": dict(steps=30, batch=16, lr=1e-3, sizes=(0.05, 1.0))}
 QUICK = {task: dict(cfg, steps=2, batch=8, sizes=(1.0,)) for task, cfg in FULL.items()}
 SEEDS = 5
 TEXTURES = ("brick", "grass", "gravel", "moon", "cell", "hubble_deep_field")
@@ -264,28 +264,39 @@ def hardest_triplet_loss(a: torch.Tensor, b: torch.Tensor, margin: float = 1.0) 
 
 
 @torch.no_grad()
+def evaluate_sets(task: str, model: nn.Module, data: dict, sets: dict) -> dict:
+    """``{name: metrics}`` for each ``name: test_b`` of ``sets``, as :func:`evaluate`; the descriptors of
+    the first patches (never corrupted) are computed once for all of them."""
+    model.eval()
+    size = data["size"]
+    results = {}
+    if task not in MATCHING:
+        x, y = data["test"]
+        for name, test_b in sets.items():
+            xb = crop(x if test_b is None else test_b, size)
+            pred = torch.cat([model(b).argmax(1) for b in xb.split(256)])
+            results[name] = {"accuracy": float((pred == y).float().mean())}
+        model.train()
+        return results
+    a, b_clean = data["test"]
+    da = F.normalize(torch.cat([model(xb) for xb in a.split(256)]), dim=1)
+    for name, test_b in sets.items():
+        b = crop(b_clean if test_b is None else test_b, size)
+        db = F.normalize(torch.cat([model(xb) for xb in b.split(256)]), dim=1)
+        d = torch.cdist(da, db)
+        positive = d.diagonal()
+        rank = (d < positive[:, None]).sum(1) + 1  # 1 = the partner is the nearest
+        negative = d.diagonal(offset=1)  # a_i against b_{i+1}: another place (of the same or another image)
+        threshold = torch.quantile(positive, 0.95)
+        results[name] = {"map": float((1.0 / rank).mean()), "fpr95": float((negative <= threshold).float().mean())}
+    model.train()
+    return results
+
+
 def evaluate(task: str, model: nn.Module, data: dict, test_b: torch.Tensor | None = None) -> dict:
     """Classification: ``{"accuracy"}``; matching: ``{"map", "fpr95"}`` on the test pairs, with
     ``test_b`` (the second patches, corrupted) in place of the clean ones when given."""
-    model.eval()
-    size = data["size"]
-    if task not in MATCHING:
-        x, y = data["test"]
-        x = crop(x if test_b is None else test_b, size)
-        pred = torch.cat([model(xb).argmax(1) for xb in x.split(256)])
-        model.train()
-        return {"accuracy": float((pred == y).float().mean())}
-    a, b = data["test"]
-    b = crop(b if test_b is None else test_b, size)
-    da = F.normalize(torch.cat([model(xb) for xb in a.split(256)]), dim=1)
-    db = F.normalize(torch.cat([model(xb) for xb in b.split(256)]), dim=1)
-    model.train()
-    d = torch.cdist(da, db)
-    positive = d.diagonal()
-    rank = (d < positive[:, None]).sum(1) + 1  # 1 = the partner is the nearest
-    negative = d.diagonal(offset=1)  # a_i against b_{i+1}: another place (of the same or another image)
-    threshold = torch.quantile(positive, 0.95)
-    return {"map": float((1.0 / rank).mean()), "fpr95": float((negative <= threshold).float().mean())}
+    return evaluate_sets(task, model, data, {"": test_b})[""]
 
 
 def train(task: str, model: nn.Module, data: dict, indices: torch.Tensor, cfg: dict, scale: float,
@@ -356,34 +367,66 @@ def conversion_check(task: str, model: nn.Module, data: dict, seed: int, timing:
     return result
 
 
+def training_subset(task: str, labels: torch.Tensor, size: float, seed: int) -> torch.Tensor:
+    """The indices of a ``size`` fraction of the training items, drawn from ``seed``: for the
+    classification tasks ``round(size x class count)`` (at least 1) of every class, so that even 1%
+    has every class; for the pairs ``round(size x pairs)`` (at least 2)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    if task in MATCHING:
+        return torch.randperm(len(labels), generator=gen)[:max(2, round(size * len(labels)))]
+    picks = []
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=gen)[:max(1, round(size * len(members)))]])
+    return torch.cat(picks)
+
+
+@functools.lru_cache(maxsize=None)
+def corrupted_tests(task: str, quick: bool) -> dict:
+    """``{(kind, strength): corrupted test inputs}``: the same draws for every cell (computed once per
+    worker process)."""
+    x = task_data(task, quick)["test"][1 if task in MATCHING else 0]
+    return {(kind, s): corrupt(x, kind, s, seed=1000 + i)
+            for kind, strengths in CORRUPTIONS.items() for i, s in enumerate(strengths[:1] if quick else strengths)}
+
+
 def run_cell(task: str, variant: str, size: float, seed: int, quick: bool) -> dict:
-    """Train one (task, variant, training fraction, seed) and evaluate it; a JSON-ready record."""
+    """Train one (task, variant, training fraction, seed) and evaluate it; a JSON-ready record, with
+    the cell's own seconds (wall and CPU; of which training, evaluation and the to_conv2d check)."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     from gaborlayer import GaborTruncationWarning
 
+    t0, c0 = time.perf_counter(), time.process_time()
     data = task_data(task, quick)
     cfg = (QUICK if quick else FULL)[task]
     n_full = len(data["train"][1])
-    n = max(2, round(size * n_full))
-    indices = torch.randperm(n_full, generator=torch.Generator().manual_seed(10_000 + seed))[:n]
+    indices = training_subset(task, data["train"][1], size, seed)
     model = make_model(task, variant, seed, data)
     with warnings.catch_warnings(record=True) as raised:
         warnings.simplefilter("always", GaborTruncationWarning)
         timing = train(task, model, data, indices, cfg, VARIANTS[variant][1], seed)
-    record = dict(task=task, variant=variant, size=size, seed=seed, n_train=n, **timing,
+    c1 = time.process_time()
+    sets = {"clean": None}
+    if size == 1.0:
+        sets.update({f"{kind}/{s}": x for (kind, s), x in corrupted_tests(task, quick).items()})
+    results = evaluate_sets(task, model, data, sets)
+    c2 = time.process_time()
+    record = dict(task=task, variant=variant, size=size, seed=seed, n_train=len(indices), **timing,
                   epoch_s=timing["step_s"] * math.ceil(n_full / cfg["batch"]),
                   first_params=n_params(model.get_submodule(first_layer_name(model))),
-                  model_params=n_params(model), truncation_warnings=len(raised), clean=evaluate(task, model, data))
+                  model_params=n_params(model), truncation_warnings=len(raised), clean=results.pop("clean"))
     if size == 1.0:
-        record["robustness"] = {
-            kind: {str(s): evaluate(task, model, data, corrupt(data["test"][1 if task in MATCHING else 0], kind, s,
-                                                                 seed=1000 + i))
-                   for i, s in enumerate(strengths[:1] if quick else strengths)}
-            for kind, strengths in CORRUPTIONS.items()}
+        record["robustness"] = {kind: {} for kind in CORRUPTIONS}
+        for name, value in results.items():
+            kind, s = name.split("/")
+            record["robustness"][kind][s] = value
         if variant != "conv" and VARIANTS[variant][0].get("output", "real") == "real":
-            record["to_conv2d"] = conversion_check(task, model, data, seed, timing=variant == "gabor",
+            # inference timed for the first three seeds only: the seeds differ in weights, not in cost
+            record["to_conv2d"] = conversion_check(task, model, data, seed, timing=variant == "gabor" and seed < 3,
                                                    repeats=1 if quick else 3)
+    record.update(cell_s=time.perf_counter() - t0, cell_cpu_s=time.process_time() - c0, train_cpu_s=c1 - c0,
+                  eval_cpu_s=c2 - c1, check_cpu_s=time.process_time() - c2, load1=os.getloadavg()[0])
     return record
 
 
