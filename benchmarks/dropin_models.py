@@ -22,8 +22,9 @@ filter's quadrature-pair energy). After training, every real-output Gabor layer 
 ``to_conv2d()`` and the converted model's outputs are compared with the trained one's; its
 inference is timed against the Gabor model and the plain model.
 
-Regimes: every cell is trained on a fraction of the training set (``FULL[task]["sizes"]``) for the
-same number of optimiser steps; the models trained on all of it are also tested on corrupted test inputs
+Regimes: every cell is trained on a fraction of the training set (``FULL[task]["sizes"]``; for the
+classification tasks the same fraction of every class, at least one image each) for the same number
+of optimiser steps; the models trained on all of it are also tested on corrupted test inputs
 (Gaussian noise, Gaussian blur, rotation, contrast reduction, several strengths each).
 
 No hyperparameter search for any variant: one setting per task (``FULL``: Adam, one-cycle schedule,
@@ -35,10 +36,12 @@ comparison is paired.
 Cells run in ``--jobs`` worker processes (one thread each, ``torch.use_deterministic_algorithms``);
 a cell's result depends only on its settings and seed;
 the results are written to ``--json`` (default ``docs/data/evidence.json``) after every cell, so
-an interrupted run keeps what it finished and ``--resume`` continues it. ``--plot`` reads that
+an interrupted run keeps what it finished and ``--resume`` continues it. Each record keeps the
+cell's own wall and CPU seconds, split into training, evaluation (clean and 12 corrupted test sets)
+and the ``to_conv2d()`` check, and the load average when it finished. ``--plot`` reads that
 file and writes ``docs/images/evidence_*.png`` and the tables of ``docs/evidence.md``.
 
-Run ``python benchmarks/dropin_models.py`` (the full run), ``--quick`` (CI, about a minute), and
+Run ``python benchmarks/dropin_models.py`` (the full run), ``--quick`` (CI, under a minute), and
 ``python benchmarks/dropin_models.py --plot``.
 """
 from __future__ import annotations
@@ -609,11 +612,14 @@ def draw(ax, xs, series: list[list[float]], variant: str, offset: float) -> None
 
 
 def plot_sizes(plt, groups: dict, swept: list[str], images: str) -> str:
-    """``evidence_size.png``: the headline metric against the training fraction, one panel per task."""
+    """``evidence_size.png``: the headline metric against the training fraction, one panel per task
+    (three to a row; the legend in a spare panel, or below)."""
     import matplotlib
 
-    fig, axes = plt.subplots(1, max(1, len(swept)), figsize=(3.6 * max(1, len(swept)), 3.2), squeeze=False)
-    for ax, task in zip(axes[0], swept):
+    ncols = min(3, len(swept) + 1 if len(swept) < 3 else 3)
+    nrows = math.ceil(len(swept) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows + 0.4), squeeze=False)
+    for ax, task in zip(axes.flat, swept):
         key_, label = metric_of(task)
         sizes = sorted({k[2] for k in groups if k[0] == task})
         for i, variant in enumerate(VARIANTS):
@@ -627,9 +633,15 @@ def plot_sizes(plt, groups: dict, swept: list[str], images: str) -> str:
         ax.set(xlabel="training fraction", ylabel=f"test {label}", title=task)
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    ncol = len(labels) if len(swept) >= 4 else 3
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08 if ncol == len(labels) else 0.16, 1, 1))
+    spare = list(axes.flat)[len(swept):]
+    for ax in spare:
+        ax.axis("off")
+    if spare:
+        spare[0].legend(handles, labels, loc="center", fontsize=9, frameon=False)
+        fig.tight_layout()
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.16 / nrows, 1, 1))
     fig.savefig(os.path.join(images, "evidence_size.png"), dpi=80)
     plt.close(fig)
     return "evidence_size.png"

@@ -85,6 +85,22 @@ def test_a_cell_is_deterministic_and_converts_exactly():
     assert one["first_params"] == 16 * 5 + 16 and one["model_params"] < 15_046  # nn.Conv2d's model: 15,046
 
 
+def test_training_subsets_have_every_class_and_are_paired_and_nested():
+    """1% of the digits has each of the 10 classes (a plain random 1%, 13 of 1,257, misses some);
+    the subset depends on the seed only, and a smaller fraction's is part of a larger one's."""
+    labels = D.task_data("digits", False)["train"][1]
+    small = D.training_subset("digits", labels, 0.01, 0)
+    assert sorted(labels[small].tolist()) == list(range(10))
+    assert torch.equal(small, D.training_subset("digits", labels, 0.01, 0))
+    assert not torch.equal(small, D.training_subset("digits", labels, 0.01, 1))
+    for seed in range(3):
+        sets = [set(D.training_subset("digits", labels, s, seed).tolist()) for s in (0.01, 0.05, 0.25, 1.0)]
+        assert all(a < b for a, b in zip(sets, sets[1:])) and len(sets[-1]) == len(labels)
+    pairs = torch.zeros(3000, dtype=torch.long)  # the descriptors: pairs, no classes
+    assert len(D.training_subset("tfeat", pairs, 0.01, 0)) == 30
+    assert len(D.training_subset("tfeat", pairs, 0.0001, 0)) == 2
+
+
 def test_corruptions_change_the_input_and_keep_its_range():
     x = D.task_data("digits", True)["test"][0][:8]
     for kind, strengths in D.CORRUPTIONS.items():
