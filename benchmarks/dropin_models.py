@@ -543,6 +543,24 @@ def tables(payload: dict) -> dict[str, str]:
                "CPU time per training step relative to nn.Conv2d\n\n"
                + table(["task", "first layer", "first-layer params", "model params", "s / epoch",
                         "CPU / step vs conv"], rows))
+    timed = [r for r in payload["records"].values() if "cell_cpu_s" in r]
+    if timed:
+        rows = []
+        for task in tasks:
+            for size in sorted({k[2] for k in groups if k[0] == task}):
+                rs = [r for r in timed if r["task"] == task and r["size"] == size]
+                if rs:
+                    rows.append([task, f"{100 * size:g}%", str(len(rs))]
+                                + [f"{np.mean([r[k] for r in rs]):.1f}" for k in ("cell_cpu_s", "train_cpu_s",
+                                                                                  "eval_cpu_s", "check_cpu_s")]
+                                + [f"{sum(r['cell_cpu_s'] for r in rs):.0f}"])
+        total = sum(r["cell_cpu_s"] for r in timed)
+        out.append(f"**Where the run's time goes**: CPU seconds per cell (mean over its variants and seeds) and "
+                   f"in all, {total:,.0f} s over {len(timed)} cells (each cell's own process CPU time; process "
+                   "start-up not included; training counts from the cell's start, so it holds the model's set-up and, "
+                   "in a worker's first cell of a task, the task's data preparation)\n\n"
+                   + table(["task", "fraction", "cells", "CPU s / cell", "training", "evaluation", "to_conv2d check",
+                            "CPU s, all cells"], rows))
     out = parts["conversion"]
     rows = []
     for task in tasks:
