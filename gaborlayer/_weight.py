@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 import torch.fx
 
-from . import _storage
+from . import _autograd, _storage
 from ._cache import cacheable
 from ._compat import fx_tracing
 from ._family import FAMILIES
-from .functional import _bank, _quadrature_params
+from .functional import _bank, _quadrature_params, resolve_backend
 
 
 def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...], groups: int, output: str,
@@ -28,6 +28,14 @@ def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...]
     """
     family = FAMILIES[dims]
     dtype = stored[0].dtype
+    if output == "real" and not zero_mean and _autograd.moments_pay(stored) \
+            and family.function is _autograd.GaborKernel2d and resolve_backend(backend, stored[0].device) == "torch":
+        # The eager CPU training step: one Function call from the stored tensors to the bank (it reads
+        # them through their constraints itself), with no autograd node per transform or reshape.
+        bank = _bank(family, dict(zip(family.names, stored)), kernel_size, stored=True)
+        if len(stored) > 5:  # amplitude
+            bank = bank * stored[5][..., None, None]
+        return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
     # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
     # build in float32 and round the bank, as a half nn.ConvNd holds a rounded weight.
     compute = torch.promote_types(dtype, torch.float32)

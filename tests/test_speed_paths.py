@@ -37,7 +37,9 @@ def params(n=6, dtype=torch.float64, seed=0, gamma=None, sigma=None, requires_gr
 
 
 def path(bank: torch.Tensor) -> str | None:
-    """Which Function built ``bank``: ``"moments"``, ``"plain"`` (both named GaborKernel2d), or None."""
+    """Which backward ``bank`` gets: ``"moments"`` (the moment Function, inside its ranges),
+    ``"plain"`` (the plain Function, or the moment Function outside its ranges: both named
+    GaborKernel2d), or None."""
     todo, seen = [bank.grad_fn], set()
     while todo:  # the first GaborKernel2d node in the graph (the bank may be a view or product of it)
         node = todo.pop(0)
@@ -45,7 +47,7 @@ def path(bank: torch.Tensor) -> str | None:
             continue
         seen.add(node)
         if node.name() == "GaborKernel2dBackward":
-            return MOMENTS if node._forward_cls is ag._GaborKernel2dMoments else PLAIN
+            return MOMENTS if node._forward_cls is ag._GaborKernel2dMoments and node.moments else PLAIN
         todo += [next_node for next_node, _ in node.next_functions]
     return None
 
@@ -174,13 +176,15 @@ def test_double_backward_and_create_graph_take_the_differentiable_backward():
 
 
 def test_the_moment_path_saves_one_bank_beyond_the_parameters():
+    """S = E sin(phase), and the five parameters' values as one (5, N) tensor (read in the forward:
+    for a layer's stored parameters, the constrained values), beyond the inputs and the output."""
     p = params(n=32, dtype=torch.float32)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         bank = GaborKernel2d.apply(*p, 7, 5)
     own = {t.data_ptr() for t in p} | {bank.data_ptr()}  # the output itself costs nothing extra
     extra = sum(t.numel() * t.element_size() for t in saved if t.data_ptr() not in own)
-    assert extra == bank.numel() * bank.element_size()  # S = E sin(phase)
+    assert extra == bank.numel() * bank.element_size() + 5 * 32 * 4
 
 
 def test_inputs_without_a_gradient_and_an_unused_output():
@@ -227,3 +231,105 @@ def test_the_stored_log_parameters_read_as_exp_of_their_clamp():
     beyond = torch.tensor([-1e4, -81.0, 81.0, 1e4], dtype=torch.float64, requires_grad=True)
     _bounded_exp(beyond).sum().backward()
     assert torch.equal(beyond.grad, torch.zeros_like(beyond))
+
+
+# -- the layer's bank as one Function call (the stored parameters read inside it) -----------------
+def _unfolded_bank(conv: GaborConv2d) -> torch.Tensor:
+    """The layer's bank as it is built without the folded path: the constraints by autograd
+    (gaborlayer._storage), then the moment Function on the constrained values."""
+    from gaborlayer import _storage
+
+    values = [_storage.constrained(conv, name).reshape(-1) for name in NAMES]
+    return GaborKernel2d.apply(*values, *conv.kernel_size).view(conv.out_channels, -1, *conv.kernel_size)
+
+
+def _layer(dtype=torch.float64, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return GaborConv2d(3, 4, (5, 4), dtype=dtype, **kwargs)
+
+
+def test_the_layer_builds_its_training_bank_in_one_function_call():
+    conv = _layer(dtype=torch.float32)
+    bank = conv.weight
+    assert path(bank) == MOMENTS and bank.grad_fn._forward_cls is ag._GaborKernel2dMoments
+    # no autograd node between the stored tensors and the Function: no transform, no reshape
+    assert {type(node).__name__ for node, _ in bank.grad_fn.next_functions} == {"AccumulateGrad"}
+    assert torch.equal(bank, _unfolded_bank(conv))  # the same bank to the bit
+    with torch.no_grad():
+        assert torch.equal(bank, conv.weight)  # and the same as the bank built without a graph
+
+
+@settings(max_examples=scaled(100))
+@given(case=moment_cases(), learn=st.sampled_from(["all", ("theta", "sigma", "gamma"), ("lambd", "psi")]))
+def test_the_folded_layer_gradients_are_the_unfolded_ones_and_exact(case, learn, gradient_cases):
+    """Gradients by the stored parameters equal those through autograd's transforms (to float64
+    rounding) and central differences (gradcheck), for the parameters that learn."""
+    values, size, seed = case
+    values[2] = values[2].clamp(min=2.1)  # a layer's lambd is above 2
+    n = values[0].shape[0]
+    conv = GaborConv2d(1, n, size, dtype=torch.float64, learn=learn,
+                       **{name: v.view(n, 1) for name, v in zip(NAMES, values)})
+    stored = [p for p in conv.parameters() if p is not conv.bias]
+    grad = torch.randn(n, 1, *size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    got = torch.autograd.grad(conv.weight, stored, grad)
+    want = torch.autograd.grad(_unfolded_bank(conv), stored, grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12 * float(grad.abs().sum()))
+
+    def weight(*tensors):
+        with torch.nn.utils.stateless._reparametrize_module(conv, dict(zip(
+                [name for name, p in conv.named_parameters() if p is not conv.bias], tensors))):
+            return conv.weight
+
+    assert torch.autograd.gradcheck(weight, tuple(t.detach().requires_grad_() for t in stored))
+    gradient_cases.add()
+
+
+def test_the_folded_layer_at_the_clamp_bounds_and_beyond():
+    """exp(clamp(r, -80, 80)): the gradient is 0 at and beyond the bounds, as through hardtanh."""
+    conv = _layer()
+    with torch.no_grad():
+        conv.log_sigma[0, 0] = 80.0
+        conv.log_gamma[1, 0] = -81.0
+        conv.log_lambd_excess[2, 1] = 200.0
+    grad = torch.randn(conv.weight.shape, dtype=torch.float64)
+    stored = [conv.theta, conv.log_sigma, conv.log_lambd_excess, conv.log_gamma, conv.psi]
+    got = torch.autograd.grad(conv.weight, stored, grad)
+    want = torch.autograd.grad(_unfolded_bank(conv), stored, grad)
+    assert path(conv.weight) == PLAIN  # sigma = e^80 is outside the moment range: the plain backward
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+    assert got[1][0, 0] == 0 and got[3][1, 0] == 0 and got[2][2, 1] == 0
+
+
+def test_the_folded_layer_double_backward():
+    conv = _layer(amplitude=0.7)
+    stored = tuple(p.detach().clone().requires_grad_() for p in (conv.theta, conv.log_sigma, conv.log_lambd_excess,
+                                                                 conv.log_gamma, conv.psi, conv.amplitude))
+    names = ("theta", "log_sigma", "log_lambd_excess", "log_gamma", "psi", "amplitude")
+
+    def weight(*tensors):
+        with torch.nn.utils.stateless._reparametrize_module(conv, dict(zip(names, tensors))):
+            bank = conv.weight
+        assert path(bank) in (MOMENTS, PLAIN) and bank.grad_fn is not None
+        return bank
+
+    assert torch.autograd.gradgradcheck(weight, stored)
+
+
+# -- a large bank, chunk by chunk ------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_chunked_moment_path_is_the_unchunked_plain_one(dtype, monkeypatch):
+    """With chunks of 64 filters (a bank of 200 3 x 5 filters: four chunks, the last of 8), the
+    bank is the plain Function's to the bit and the gradients are its to float rounding."""
+    monkeypatch.setattr(ag, "CHUNK_ELEMENTS", 64 * 15)
+    assert len(ag._filter_chunks(200, 15)) == 4
+    p = params(n=200, dtype=dtype, seed=3)
+    bank = GaborKernel2d.apply(*p, 3, 5)
+    assert path(bank) == MOMENTS
+    q = [t.detach().clone().requires_grad_() for t in p]
+    plain = GaborKernel2d._forward_mode.apply(*q, 3, 5)
+    assert torch.equal(bank, plain)
+    grad = torch.randn(bank.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    for g, w in zip(torch.autograd.grad(bank, p, grad), torch.autograd.grad(plain, q, grad)):
+        torch.testing.assert_close(g, w, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=1e-5)
