@@ -21,7 +21,9 @@ Truths: ``gaborlayer.testing.sample_params`` (the identifiable ranges), except *
 (circular, modulo the theta + pi / -psi twin) and kernel within 1% relative error; with 20 dB noise
 theta within 2 degrees, with 10 dB within 3 degrees. For the magnitude model (``fit_response(...,
 output="magnitude")``, which psi does not change) the fitted psi is set to the truth's (or its
-negative, for the theta + pi twin) before the same test. Inits: ``opposite`` is theta* - pi/2,
+negative, for the theta + pi twin) before the same test. For the quadrature pair (``output="quadrature"``,
+y the even and odd responses, two channels), whose theta is identified modulo 2 pi, both filters
+must pass the test (the twin's odd filter is negated). Inits: ``opposite`` is theta* - pi/2,
 ``wrap`` puts truth and start on either side of theta = 0 = pi, ``random`` is uniform in
 [0, 2 pi); with all five free the other four start at the centre of their ranges. Responses:
 64 x 64 grayscale crops of scikit-learn's ``china.jpg`` in [0, 1] (32 x 32 for the magnitude model),
@@ -58,6 +60,7 @@ from gaborlayer.fit import (
     _MagnitudeLoss,
     _normal_equations,
     _pair,
+    _PairQuadratic,
     _Quadratic,
     _refine,
     _single_threaded_blas,
@@ -77,7 +80,7 @@ GROUP = 512  # cases trained as one batch by SGD / Adam
 
 class Setting(NamedTuple):
     name: str
-    data: str            # "kernel", "response" or "magnitude"
+    data: str            # "kernel", "response", "magnitude" or "quadrature"
     free: str            # "theta" or "all"
     init: str            # "opposite", "wrap" or "random"
     snr_db: float | None = None
@@ -103,6 +106,7 @@ SETTINGS = [
     Setting("kernel, envelope cut by border, all free", "kernel", "all", "random", truths="cut", new=True),
     Setting("kernel, gamma 0.2 to 3, all free, random", "kernel", "all", "random", truths="gamma", new=True),
     Setting("magnitude (complex cell), all free, random", "magnitude", "all", "random", new=True),
+    Setting("quadrature (pair), all free, random", "quadrature", "all", "random", new=True),
 ]
 
 
@@ -157,7 +161,7 @@ def make_cases(n: int, setting: Setting, seed: int, image) -> list[dict]:
             r0 = int(torch.randint(0, image.shape[0] - crop + 1, (1,), generator=g))
             c0 = int(torch.randint(0, image.shape[1] - crop + 1, (1,), generator=g))
             x = image[r0:r0 + crop, c0:c0 + crop][None, None].clone()
-            output = "magnitude" if setting.data == "magnitude" else "real"
+            output = "real" if setting.data == "response" else setting.data
             y = gabor_conv2d(x, *params, size, padding="same", output=output)
             if setting.snr_db is not None:
                 y = add_noise(y, setting.snr_db, g)
@@ -174,6 +178,10 @@ def objective_of(case: dict):
         return _Quadratic(t, float(t.square().sum()), None, size)
     if case["data"] == "magnitude":
         return _MagnitudeLoss(F.pad(case["x"], pads)[:, 0], case["y"][:, 0], size, False)
+    if case["data"] == "quadrature":  # one Gram matrix, both channels' right-hand sides
+        (gram, even, y_even), (_, odd, y_odd) = (_normal_equations(case["x"], case["y"][:, i:i + 1], *size, pads)
+                                                 for i in (0, 1))
+        return _PairQuadratic(torch.cat([even, odd]), y_even + y_odd, gram, size)
     gram, rhs, y_sq = _normal_equations(case["x"], case["y"], *size, pads)
     return _Quadratic(rhs, y_sq, gram, size)
 
@@ -185,7 +193,7 @@ def run_library(case: dict):
     if case["data"] == "kernel":
         fit = fit_kernel(case["kernel"], init=case["init"], fixed=fixed, progress=False)
     else:
-        output = "magnitude" if case["data"] == "magnitude" else "linear"
+        output = "linear" if case["data"] == "response" else case["data"]
         fit = fit_response(case["x"], case["y"], case["size"], init=case["init"], fixed=fixed, output=output)
     seconds = time.perf_counter() - t0
     return fit.params(), seconds
@@ -236,7 +244,9 @@ def _loss_function(cases, objectives, size):
             return (m - target).square().sum((-2, -1)) / norm
         return losses
 
-    def kernels(params):
+    def kernels(params):  # (n, P), or the pairs (n, 2, P) for the quadrature
+        if cases[0]["data"] == "quadrature":
+            return _pair(params.unbind(1), size).reshape(len(cases), 2, -1)
         return _bank(GABOR_2D, dict(zip(PARAM_NAMES, params.unbind(1))), size).reshape(len(cases), -1)
 
     if objectives[0].gram is None:
@@ -247,6 +257,9 @@ def _loss_function(cases, objectives, size):
 
     def losses(params):
         k = kernels(params)
+        if k.dim() == 3:  # the pair: the two halves' forms summed, rhs (even, then odd)
+            quad = torch.einsum("nhp,npq,nhq->n", k, gram, k)
+            return (quad - 2 * (k.reshape(len(cases), -1) * rhs).sum(-1) + norm) / norm
         quad = (torch.einsum("np,npq->nq", k, gram) * k).sum(-1)
         return (quad - 2 * (k * rhs).sum(-1) + norm) / norm
     return losses
@@ -311,6 +324,10 @@ def recovered(p: dict, case: dict) -> bool:
     if case["data"] == "magnitude":  # psi plays no part: take the truth's (its negative for the twin)
         same = math.cos(float(p["theta"]) - truth["theta"]) >= 0
         p = dict(p, psi=truth["psi"] if same else -truth["psi"])
+    if case["data"] == "quadrature":  # no twin: both filters of the pair (the twin's odd one is negated)
+        odd = (dict(p, psi=float(p["psi"]) - math.pi / 2), dict(truth, psi=truth["psi"] - math.pi / 2))
+        if not bool(is_recovered(*odd, case["size"])):
+            return False
     if case["theta_tol"] is not None:
         return float(recovery_error(p, truth, case["size"])[0]) <= case["theta_tol"]
     return bool(is_recovered(p, truth, case["size"]))
@@ -339,6 +356,9 @@ def theta_errors(params: list[dict], cases) -> list[float]:
         if c["data"] == "magnitude":  # the magnitude's period is pi whatever psi: compare modulo pi
             theta = c["truth"]["theta"] + (theta - c["truth"]["theta"] + math.pi / 2) % math.pi - math.pi / 2
             p = dict(p, theta=theta, psi=c["truth"]["psi"])
+        if c["data"] == "quadrature":  # the pair's theta is identified modulo 2 pi
+            out.append(abs(math.degrees(math.remainder(theta - c["truth"]["theta"], 2 * math.pi))))
+            continue
         out.append(float(recovery_error(p, c["truth"], c["size"])[0]))
     return out
 
@@ -432,7 +452,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine small ops ran up to 50x slower "
                              "with 2)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 4 cases, few steps, two settings")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 4 cases, few steps, three settings (kernel, magnitude, quadrature)")
     parser.add_argument("--landscape", nargs="?", const="", default=None, metavar="PNG",
                         help="instead: print the loss over theta of the linear and magnitude models (and draw it)")
     args = parser.parse_args(argv)
@@ -464,7 +485,7 @@ def main(argv=None) -> None:
             continue
         if args.only and args.only not in setting.name:
             continue
-        if args.quick and setting.name not in (SETTINGS[0].name, SETTINGS[-1].name):
+        if args.quick and setting.name != SETTINGS[0].name and setting.data not in ("magnitude", "quadrature"):
             continue
         cases = make_cases(args.cases, setting, args.seed + 1000 * k, image)
         clock = [time.perf_counter()]

@@ -418,16 +418,22 @@ class _Grid(NamedTuple):
 def _grid_points(size, fixed: dict[str, float], offset: float, period: float, counts: dict
                  ) -> tuple[dict, dict]:
     """The axes of a coarse grid for kernels of ``size`` (``counts`` values each: theta evenly over
-    ``period`` from ``offset`` steps, lambd in ``[2, 1.2 size]`` and sigma in ``[1, size / 2.5]``
-    log-spaced, gamma as given), a ``fixed`` value (floats by name) in place of its axis; and every
+    ``period`` from ``offset`` steps, lambd in ``[2, 1.2 size]`` log-spaced (or with
+    ``uniform_frequency`` evenly in ``1 / lambd``) and sigma in ``[1, size / 2.5]`` log-spaced, gamma
+    as given), a ``fixed`` value (floats by name) in place of its axis; and every
     combination of them, four float64 ``(M,)`` in ``_MESH`` order."""
     span, floor = max(size), _checks.LAMBD_FLOOR
 
     def geometric(lo, hi, n):
         return torch.exp(torch.linspace(math.log(lo), math.log(hi), n, dtype=_DTYPE))
 
+    longest = max(2.0 * floor, 1.2 * span)
+    if counts.get("uniform_frequency"):  # the magnitude's grid: even steps in 1 / lambd
+        lambd = 1 / torch.linspace(1 / longest, 1 / floor, counts["lambd"], dtype=_DTYPE)
+    else:
+        lambd = geometric(floor, longest, counts["lambd"])
     axes = {"theta": (torch.arange(counts["theta"], dtype=_DTYPE) + offset) * (period / counts["theta"]),
-            "lambd": geometric(floor, max(2.0 * floor, 1.2 * span), counts["lambd"]),
+            "lambd": lambd,
             "sigma": geometric(1.0, max(1.5, span / 2.5), counts["sigma"]),
             "gamma": torch.tensor(counts["gamma"], dtype=_DTYPE)}
     for name, value in fixed.items():
@@ -547,10 +553,13 @@ def _extra_points(grid: _Grid, theta_p: torch.Tensor, lambd_p: torch.Tensor) -> 
 
 
 def _suppress(score: torch.Tensor, theta: torch.Tensor, lambd: torch.Tensor, period: float,
-              n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+              n_keep: int, theta_tol: float = 2.5 * math.pi / _GRID["theta"], frequency_tol: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-maximum suppression in (theta, lambd), per row of ``(G, M)``: the indices ``(G, n_keep)``
     of up to ``n_keep`` best points, each outside the neighbourhood of those before it (distinct
-    basins, not neighbours of one), and which of them exist."""
+    basins, not neighbours of one), and which of them exist. Neighbours: theta within
+    ``theta_tol`` and lambd within a factor ``e^0.3``, or with ``frequency_tol`` ``1 / lambd``
+    within it."""
     open_ = torch.isfinite(score)
     chosen, exists = [], []
     for _ in range(n_keep):
@@ -559,8 +568,11 @@ def _suppress(score: torch.Tensor, theta: torch.Tensor, lambd: torch.Tensor, per
         chosen.append(idx[:, 0])
         d_theta = torch.remainder(theta - theta.gather(1, idx), period)
         d_theta = torch.minimum(d_theta, period - d_theta)
-        near = (d_theta < 2.5 * math.pi / _GRID["theta"]) & (torch.log(lambd / lambd.gather(1, idx)).abs() < 0.3)
-        open_ &= ~near
+        if frequency_tol is None:
+            close = torch.log(lambd / lambd.gather(1, idx)).abs() < 0.3
+        else:
+            close = (1 / lambd - 1 / lambd.gather(1, idx)).abs() < frequency_tol
+        open_ &= ~((d_theta < theta_tol) & close)
     return torch.stack(chosen, 1), torch.stack(exists, 1)
 
 
@@ -1194,7 +1206,8 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
         odd filter, so the pair has no twin); for ``"magnitude"`` it is in ``[0, pi)`` and
         ``psi`` is 0 (or its ``fixed`` value): any psi gives the same magnitude. The magnitude
         is fitted by its own grid search, scored by FFT correlations on at most 2048 output
-        pixels, and L-BFGS-B on the whole magnitude loss, correlating the images in chunks of
+        pixels, a batched Levenberg-Marquardt polish of its 64 best points on those pixels, and
+        L-BFGS-B from the best 4 on the whole magnitude loss, correlating the images in chunks of
         about 32 MB (one image per chunk when an image is larger). Its extra memory is the
         images' spectra (about twice the bytes of ``x`` in float64) plus those chunks: measured
         205 MB of peak RSS for B = 2, 512 x 512, k = 21 (25.6 s on a busy 2-core CPU).
@@ -1267,15 +1280,21 @@ def fit_response(x: torch.Tensor, y: torch.Tensor, kernel_size: int | tuple[int,
 # half, and the odd one with psi - pi/2 put back), and the candidates refined on the pair's response
 # loss. The magnitude is not linear in any kernel: its own grid (theta over [0, pi), psi dropping
 # out) is scored through FFT correlations batched over candidates, on at most _SEARCH_PIXELS
-# output pixels, and the best few are refined on the whole magnitude loss.
+# output pixels, its best points are polished together on those pixels, and the best few refined on
+# the whole magnitude loss.
 RESPONSE_OUTPUTS = ("linear", "quadrature", "magnitude")
 _SEARCH_PIXELS = 2048     # output pixels (of all images together) that score the magnitude grid
 _CHUNK_BYTES = 32 << 20    # complex correlations held at once (search and refinement)
 _PLANES = 16               # complex planes per image that one correlation and its gradient hold (measured)
 _SMALL = 1 << 18           # padded pixels below which one thread beats two (measured 50x on a busy 2-core CPU)
-# The magnitude's grid: finer in theta and lambd than _GRID, since no spectrum peak adds the truth's
-# (on 12 of the cases the coarse grid missed, this one found 7).
-_CELL_GRID = {**_GRID, "theta": 36, "lambd": 12}
+# The magnitude's grid: no spectrum peak adds the truth's point, and the phase-free loss ripples along
+# 1 / lambd with a period of about 1 / (2 pi sigma) and is shallow, so a grid point ranks well only
+# with sigma and gamma near the truth's: even steps in 1 / lambd (0.03 cycles per pixel at 21 x 21),
+# 5 widths and 3 aspects. Its best _CELL_POLISHED distinct points (neighbours: within 1.5 theta steps
+# and 0.02 cycles per pixel) are polished together by _POLISH_ITER Levenberg-Marquardt steps before
+# the best few are refined (docs/recovery.md, section 6: 95.0% of 500 cases before, 100% after).
+_CELL_GRID = {"theta": 36, "lambd": 16, "sigma": 5, "gamma": (0.55, 0.8, 1.2), "uniform_frequency": True}
+_CELL_POLISHED, _POLISH_ITER = 64, 15
 
 
 def _pair(values, size: tuple[int, int]) -> torch.Tensor:
@@ -1369,15 +1388,64 @@ def _search_window(padded: torch.Tensor, y: torch.Tensor, size: tuple[int, int])
     return padded[:n, r0:r0 + ch + size[0] - 1, c0:c0 + cw + size[1] - 1], y[:n, r0:r0 + ch, c0:c0 + cw]
 
 
-def _magnitude_candidates(padded, y, size, fixed: dict, amplitude: bool, n_keep: int, offset: float):
-    """The best ``n_keep`` distinct points of the magnitude grid (``_CELL_GRID``, theta over
-    ``[0, pi)``), each five parameters (psi 0, or its fixed value), scored on the search window in
-    float32, in chunks of candidates."""
+def _gain_residuals(correlator: _Correlator, spectrum: torch.Tensor, target: torch.Tensor, params: torch.Tensor,
+                    size) -> torch.Tensor:
+    """``a m - y`` ``(M, L)`` for the magnitudes ``m`` of the pairs of ``params`` ``(M, 5)`` on the
+    images of ``spectrum``, each with its best gain ``a >= 0`` (``y``: ``target`` ``(L,)``)."""
+    m = correlator.magnitude(_pair(params.unbind(1), size), spectrum).reshape(params.shape[0], -1)
+    gain = (m @ target).clamp_min(0) / m.square().sum(-1).clamp_min(torch.finfo(m.dtype).tiny)
+    return gain[:, None] * m - target
+
+
+def _polish_cells(correlator: _Correlator, spectrum: torch.Tensor, target: torch.Tensor, start: torch.Tensor,
+                  free: list[int], size) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_POLISH_ITER`` Levenberg-Marquardt steps for ``M`` starts ``(M, 5)`` at once on the
+    gain-projected magnitude loss (the search window's), over the ``free`` ones of theta, log sigma,
+    log lambd and log gamma (forward-difference Jacobian, a damping per start, a step taken only
+    where it lowers the loss). Returns the parameters ``(M, 5)`` and relative losses ``(M,)``."""
+    logs = torch.tensor([_LOG[i] for i in free])
+    bounds = _bounds(free, size)
+    lower = torch.tensor([lo for lo, _ in bounds], dtype=_DTYPE)
+    upper = torch.tensor([hi for _, hi in bounds], dtype=_DTYPE)
+    z = torch.where(logs, start[:, free].log(), start[:, free]).clamp(lower, upper)
+
+    def natural(z):
+        p = start.clone()
+        p[:, free] = torch.where(logs, z.exp(), z)
+        return p
+
+    c = float(target.square().sum())
+    residual = _gain_residuals(correlator, spectrum, target, natural(z), size)
+    loss = residual.square().sum(-1) / c
+    damping = torch.full((z.shape[0],), 1e-2, dtype=_DTYPE)
+    eye, h = torch.eye(len(free), dtype=_DTYPE), 1e-6
+    for _ in range(_POLISH_ITER):
+        jac = torch.stack([(_gain_residuals(correlator, spectrum, target, natural(z + h * eye[j]), size) - residual) / h
+                           for j in range(len(free))], -1)  # (M, L, F)
+        grad, hessian = torch.einsum("mlf,ml->mf", jac, residual), jac.transpose(1, 2) @ jac
+        diag = torch.diagonal(hessian, dim1=-2, dim2=-1).clamp_min(1e-12)
+        delta, info = torch.linalg.solve_ex(hessian + (damping[:, None] * diag)[..., None] * eye, -grad)
+        z_new = (z + torch.where((info == 0)[:, None], delta, 0.0)).clamp(lower, upper)
+        residual_new = _gain_residuals(correlator, spectrum, target, natural(z_new), size)
+        loss_new = residual_new.square().sum(-1) / c
+        accept = loss_new < loss  # NaN compares False
+        z, residual = torch.where(accept[:, None], z_new, z), torch.where(accept[:, None], residual_new, residual)
+        loss, damping = torch.where(accept, loss_new, loss), torch.where(accept, damping / 3, damping * 8)
+    return natural(z), loss
+
+
+def _magnitude_candidates(padded, y, size, fixed: dict, n_keep: int, offset: float):
+    """The best ``n_keep`` distinct starts for the magnitude: the grid ``_CELL_GRID`` (theta over
+    ``[0, pi)``, psi 0 or its fixed value) scored on the search window in float32 with the best gain
+    (the gain-free rank favours points whose width matches over those whose orientation does), in
+    chunks of candidates; its best ``_CELL_POLISHED`` distinct points polished together
+    (:func:`_polish_cells`, float64) and ranked by their polished loss. Each start is five
+    parameters (a numpy array)."""
     window_x, window_y = _search_window(padded, y, size)
     correlator = _Correlator(window_x.to(torch.float32), size)
     target = window_y.reshape(-1).to(torch.float32)
     c = float(target.square().sum())
-    _, points = _grid_points(size, fixed, offset, math.pi, _CELL_GRID)
+    axes, points = _grid_points(size, fixed, offset, math.pi, _CELL_GRID)
     total = points["theta"].numel()
     step = max(1, _CHUNK_BYTES // (4 * math.prod(correlator.shape) * 16 * window_x.shape[0]))
     zero, spectrum = torch.zeros(1, dtype=torch.float32), torch.cat(correlator.spectra)
@@ -1386,11 +1454,23 @@ def _magnitude_candidates(padded, y, size, fixed: dict, amplitude: bool, n_keep:
         values = [points[name][lo:lo + step].to(torch.float32) for name in _MESH]
         pairs = _pair([*values, zero.expand_as(values[0])], size)
         m = correlator.magnitude(pairs, spectrum).reshape(pairs.shape[0], -1)
-        scores.append(_magnitude_scores(m, target, c, amplitude))
+        scores.append(_magnitude_scores(m, target, c, True))
     score = torch.cat(scores).to(_DTYPE)
-    chosen, exists = _suppress(score[None], points["theta"][None], points["lambd"][None], math.pi, n_keep)
+    n_lambd = axes["lambd"].numel()  # one when lambd is fixed: then neighbours in theta alone
+    f_step = float(1 / axes["lambd"].min() - 1 / axes["lambd"].max()) / (n_lambd - 1) if n_lambd > 1 else math.inf
+    chosen, exists = _suppress(score[None], points["theta"][None], points["lambd"][None], math.pi, _CELL_POLISHED,
+                               theta_tol=1.5 * math.pi / _CELL_GRID["theta"], frequency_tol=2 * f_step / 3)
+    chosen = chosen[0][exists[0]]
     psi = fixed.get("psi", 0.0)
-    return [np.array([*(points[name][i].item() for name in _MESH), psi]) for i in chosen[0][exists[0]].tolist()]
+    start = torch.stack([*(points[name][chosen] for name in _MESH), torch.full(chosen.shape, psi, dtype=_DTYPE)], 1)
+    free = [i for i, name in enumerate(_MESH) if name not in fixed]
+    loss = score[chosen]
+    if free:
+        correlator = _Correlator(window_x, size)
+        start, loss = _polish_cells(correlator, torch.cat(correlator.spectra), window_y.reshape(-1), start, free, size)
+    chosen, exists = _suppress(loss[None], start[None, :, 0], start[None, :, 2], math.pi, n_keep, theta_tol=0.01,
+                               frequency_tol=1e-3)
+    return [start[i].numpy().copy() for i in chosen[0][exists[0]].tolist()]
 
 
 class _PairQuadratic(_Quadratic):
@@ -1518,7 +1598,7 @@ def _fit_cell_scaled(x, y, size, pads, fixed, init, seed, amplitude, output, gai
         padded = F.pad(x, pads)[:, 0]
         objective = _MagnitudeLoss(padded, y[:, 0], size, amplitude)
         offset = float(np.random.default_rng(seed).uniform())
-        candidates = _magnitude_candidates(padded, y[:, 0], size, fixed, amplitude, 4, offset)
+        candidates = _magnitude_candidates(padded, y[:, 0], size, fixed, 4, offset)
         origin = "magnitude grid"
     runs = _refine_cell(objective, _cell_starts(objective, candidates, origin, fixed, init), free, size)
     winner = min(runs, key=lambda run: run.loss)
