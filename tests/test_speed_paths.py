@@ -175,16 +175,23 @@ def test_double_backward_and_create_graph_take_the_differentiable_backward():
     assert d_theta.grad_fn is not None
 
 
-def test_the_moment_path_saves_one_bank_beyond_the_parameters():
-    """S = E sin(phase), and the five parameters' values as one (5, N) tensor (read in the forward:
-    for a layer's stored parameters, the constrained values), beyond the inputs and the output."""
-    p = params(n=32, dtype=torch.float32)
+@pytest.mark.parametrize("layer", [False, True])
+def test_the_moment_path_saves_one_bank_beyond_the_parameters(layer):
+    """S = E sin(phase), beyond the inputs and the output, for the Function and for a layer's bank
+    (whose constrained values are read again from the stored parameters in the backward)."""
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        bank = GaborKernel2d.apply(*p, 7, 5)
+        if layer:
+            conv = _layer(dtype=torch.float32)
+            p = list(conv.parameters())
+            bank = conv.weight
+        else:
+            p = params(n=32, dtype=torch.float32)
+            bank = GaborKernel2d.apply(*p, 7, 5)
+    assert path(bank) == MOMENTS
     own = {t.data_ptr() for t in p} | {bank.data_ptr()}  # the output itself costs nothing extra
     extra = sum(t.numel() * t.element_size() for t in saved if t.data_ptr() not in own)
-    assert extra == bank.numel() * bank.element_size() + 5 * 32 * 4
+    assert extra == bank.numel() * bank.element_size()
 
 
 def test_inputs_without_a_gradient_and_an_unused_output():
