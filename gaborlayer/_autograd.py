@@ -330,7 +330,8 @@ class _MomentBody(torch.autograd.Function):
         parts = _filter_chunks(filters, taps)
         if len(parts) == 1:  # (P, N) -> (N, P) by one transposing copy each, as gabor_kernel2d_forward
             bank, sine = _bank_terms2d(*values, kh, kw, sine=ctx.moments, psi_reduced=fits)
-            bank, sine = bank.t().reshape(-1), sine if sine is None else sine.t().reshape(-1)
+            bank = bank.t().reshape(-1)
+            sine = sine if sine is None else sine.t().reshape(filters, taps)
         else:  # each part's K and S, transposed into (N, P)
             bank = values.new_empty((filters, taps))
             sine = values.new_empty((filters, taps)) if ctx.moments else None
@@ -347,27 +348,26 @@ class _MomentBody(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         *inputs, bank, sine = ctx.saved_tensors
-        shape, size = inputs[0].shape, ctx.size
-        grad = grad.reshape(-1, *size)
+        size = ctx.size
         if torch.is_grad_enabled():  # create_graph: the differentiable backward, from the inputs
             params = [t.reshape(-1) for t in inputs]
             if ctx.stored:
                 params[1:4], chain = _read_stored(torch.stack(params[1:4]))
-            grads = list(gabor_kernel2d_backward(grad, params, size, (True,) * 5))
+            grads = list(gabor_kernel2d_backward(grad.reshape(-1, *size), params, size, (True,) * 5))
             if ctx.stored:
                 grads[1:4] = chain * torch.stack(grads[1:4])
+            grads = [g.view(inputs[0].shape) for g in grads]
         else:
             values, chain = _values(*inputs, ctx.stored)  # as in the forward, to the bit
             if ctx.moments:
-                filters = grad.shape[0]
-                grads = _moment_gradients(grad.view(filters, -1), values, bank.view(filters, -1),
-                                          sine.view(filters, -1), size)
+                grads = _moment_gradients(grad.reshape(sine.shape), values, bank.view(sine.shape), sine, size)
             else:
-                grads = torch.stack(gabor_kernel2d_backward(grad, values.unbind(), size, (True,) * 5))
+                grads = torch.stack(gabor_kernel2d_backward(grad.reshape(-1, *size), values.unbind(), size,
+                                                            (True,) * 5))
             if ctx.stored:
                 grads[1:4] *= chain
-        need = ctx.needs_input_grad[:5]
-        return (*(g.view(shape) if wanted else None for g, wanted in zip(grads, need)), None, None, None)
+            grads = grads.view(5, *inputs[0].shape).unbind()
+        return (*(g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 
 def _filter_chunks(filters: int, taps: int) -> list[slice]:
