@@ -79,8 +79,9 @@ class NaiveGabor(nn.Module):
 
 class PlainBankPath(nn.Module):
     """A ``GaborConv2d`` whose bank always takes the Function's plain path (the parameters alone
-    saved, everything recomputed in backward), never the eager CPU moment backward: the layer as
-    it was before the moment path, timed in the same rounds."""
+    saved, everything recomputed in backward), never the eager CPU moment backward nor the one-call
+    read of the stored parameters (the constraints by autograd, as before): the layer as it was
+    before the moment path, with today's shared forward, timed in the same rounds."""
 
     def __init__(self, like: GaborConv2d):
         super().__init__()
