@@ -238,9 +238,9 @@ def _tap_grids(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> tu
 
 def _coordinate_tables(kh: int, kw: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     y, x = sampling_grid2d(kh, kw, torch.float64, device)
-    scale = torch.tensor([1.0, -1.0, TWO_PI], dtype=torch.float64, device=device)
-    return ((scale[:, None] * x).view(3, 1, kw, 1).to(dtype),
-            (scale.abs()[:, None] * y.view(1, kh)).view(3, kh, 1, 1).to(dtype))
+    x, y = x.view(kw), y.view(kh)
+    return (torch.stack([x, -x, TWO_PI * x]).view(3, 1, kw, 1).to(dtype),
+            torch.stack([y, y, TWO_PI * y]).view(3, kh, 1, 1).to(dtype))
 
 
 def _moment_weights(kh: int, kw: int, device) -> torch.Tensor:
