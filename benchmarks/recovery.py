@@ -491,8 +491,11 @@ def main(argv=None) -> None:
         clock = [time.perf_counter()]
         library, seconds = zip(*(run_library(c) for c in cases))
         clock.append(time.perf_counter())
-        print(f"  {setting.name}: library {clock[-1] - clock[-2]:.0f} s", file=sys.stderr, flush=True)
         ok_lib = successes(list(library), cases)
+        # the library's result before the anchors run (a run cut short still reports it)
+        print(f"  {setting.name}: library {clock[-1] - clock[-2]:.0f} s, {pct(ok_lib)}, median "
+              f"{statistics.median(seconds):.3f} s, misses {torch.nonzero(~ok_lib)[:, 0].tolist()}",
+              file=sys.stderr, flush=True)
         misses += [(setting.name, i, cases[i]) for i in torch.nonzero(~ok_lib)[:, 0].tolist()]
         anchored = cases[:args.anchor_cases] if args.anchor_cases else cases
         objectives = [objective_of(c) for c in anchored]
