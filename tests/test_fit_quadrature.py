@@ -80,20 +80,25 @@ def test_quadrature_recovers_random_truths_without_twin(size):
         assert 0 <= fit.theta.item() < 2 * math.pi and -math.pi < fit.psi.item() <= math.pi
 
 
-def test_magnitude_narrow_band_cases_the_coarse_grid_missed():
-    """Cases 58 and 206 of benchmarks/recovery.py's magnitude setting (its 500-case run), missed
-    (theta 30 and 64 degrees off) with the linear models' 24 x 8 grid: the magnitude has no spectrum
-    peak to put the truth on the grid, so it searches a finer one (36 thetas, 12 wavelengths)."""
+def assert_magnitude_cases_recovered(indices):
+    """Replays cases of benchmarks/recovery.py's 500-case magnitude setting through the library."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
         import recovery
     finally:
         sys.path.pop(0)
     k = next(i for i, s in enumerate(recovery.SETTINGS) if s.data == "magnitude")
-    cases = recovery.make_cases(207, recovery.SETTINGS[k], 1000 * k, recovery.load_image())
-    for i in (58, 206):
+    cases = recovery.make_cases(max(indices) + 1, recovery.SETTINGS[k], 1000 * k, recovery.load_image())
+    for i in indices:
         params, _ = recovery.run_library(cases[i])
         assert recovery.recovered(params, cases[i]), (i, params, cases[i]["truth"])
+
+
+def test_magnitude_narrow_band_cases_the_coarse_grid_missed():
+    """Cases 58 and 206 of benchmarks/recovery.py's magnitude setting (its 500-case run), missed
+    (theta 30 and 64 degrees off) with the linear models' 24 x 8 grid: the magnitude has no spectrum
+    peak to put the truth on the grid, so it searches a finer one (36 thetas, 12 wavelengths)."""
+    assert_magnitude_cases_recovered((58, 206))
 
 
 def test_magnitude_cases_the_finer_grid_missed():
@@ -102,16 +107,7 @@ def test_magnitude_cases_the_finer_grid_missed():
     points of the wrong orientation first, and near the truth the phase-free loss has minima of its
     own a few degrees away (227: 147.6 degrees against 140.5). The grid of 5 widths, 3 aspects and
     even steps in 1 / lambd, with its 64 best points polished together, finds all three."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import recovery
-    finally:
-        sys.path.pop(0)
-    k = next(i for i, s in enumerate(recovery.SETTINGS) if s.data == "magnitude")
-    cases = recovery.make_cases(399, recovery.SETTINGS[k], 1000 * k, recovery.load_image())
-    for i in (34, 227, 398):
-        params, _ = recovery.run_library(cases[i])
-        assert recovery.recovered(params, cases[i]), (i, params, cases[i]["truth"])
+    assert_magnitude_cases_recovered((34, 227, 398))
 
 
 def test_magnitude_twin_is_modulo_pi():
