@@ -60,6 +60,7 @@ from gaborlayer.fit import (
     _MagnitudeLoss,
     _normal_equations,
     _pair,
+    _pair_normal_equations,
     _PairQuadratic,
     _Quadratic,
     _refine,
@@ -179,9 +180,8 @@ def objective_of(case: dict):
     if case["data"] == "magnitude":
         return _MagnitudeLoss(F.pad(case["x"], pads)[:, 0], case["y"][:, 0], size, False)
     if case["data"] == "quadrature":  # one Gram matrix, both channels' right-hand sides
-        (gram, even, y_even), (_, odd, y_odd) = (_normal_equations(case["x"], case["y"][:, i:i + 1], *size, pads)
-                                                 for i in (0, 1))
-        return _PairQuadratic(torch.cat([even, odd]), y_even + y_odd, gram, size)
+        gram, rhs, y_sq = _pair_normal_equations(case["x"], case["y"], *size, pads)
+        return _PairQuadratic(rhs, y_sq, gram, size)
     gram, rhs, y_sq = _normal_equations(case["x"], case["y"], *size, pads)
     return _Quadratic(rhs, y_sq, gram, size)
 
@@ -492,11 +492,11 @@ def main(argv=None) -> None:
         library, seconds = zip(*(run_library(c) for c in cases))
         clock.append(time.perf_counter())
         ok_lib = successes(list(library), cases)
+        missed = torch.nonzero(~ok_lib)[:, 0].tolist()
         # the library's result before the anchors run (a run cut short still reports it)
         print(f"  {setting.name}: library {clock[-1] - clock[-2]:.0f} s, {pct(ok_lib)}, median "
-              f"{statistics.median(seconds):.3f} s, misses {torch.nonzero(~ok_lib)[:, 0].tolist()}",
-              file=sys.stderr, flush=True)
-        misses += [(setting.name, i, cases[i]) for i in torch.nonzero(~ok_lib)[:, 0].tolist()]
+              f"{statistics.median(seconds):.3f} s, misses {missed}", file=sys.stderr, flush=True)
+        misses += [(setting.name, i, cases[i]) for i in missed]
         anchored = cases[:args.anchor_cases] if args.anchor_cases else cases
         objectives = [objective_of(c) for c in anchored]
         calib = slice(0, min(args.calibration, len(anchored)))

@@ -224,7 +224,6 @@ MOMENT_SIGMA_RANGE = (1e-3, 1e6)
 
 
 @functools.lru_cache(maxsize=64)
-@functools.lru_cache(maxsize=64)
 def _tap_grids(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """The column table ``(x, -x, 2 pi x)`` ``(3, 1, kw, 1)`` and the row table ``(y, y, 2 pi y)``
     ``(3, kh, 1, 1)`` of the pixel coordinates in ``dtype`` (see :func:`_bank_terms2d`), and the
@@ -371,6 +370,9 @@ class _MomentBody(torch.autograd.Function):
         return (*(g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 
+CHUNK_ELEMENTS = 1 << 18
+
+
 def _filter_chunks(filters: int, taps: int) -> list[slice]:
     """Slices of the filter index in chunks of about ``CHUNK_ELEMENTS / taps`` filters, a multiple of
     64: the moment path's forward and backward run over a large bank chunk by chunk, so that each
@@ -384,8 +386,6 @@ def _filter_chunks(filters: int, taps: int) -> list[slice]:
     step = max(64, CHUNK_ELEMENTS // taps // 64 * 64)
     return [slice(start, start + step) for start in range(0, filters, step)]
 
-
-CHUNK_ELEMENTS = 1 << 18
 
 
 def _moment_gradients(grad, values, bank, sine, size) -> torch.Tensor:

@@ -1541,15 +1541,23 @@ def _refine_cell(objective, starts: list[tuple[str, np.ndarray]], free: list[int
     return runs
 
 
+def _pair_normal_equations(x: torch.Tensor, y: torch.Tensor, kh: int, kw: int, pads):
+    """:func:`_normal_equations` of a quadrature pair's two-channel ``y``: the Gram matrix ``(P, P)``,
+    both channels' right-hand sides ``(2 P,)`` (even, then odd) and the summed ``y^T y``."""
+    (gram, rhs_even, y_even), (_, rhs_odd, y_odd) = (_normal_equations(x, y[:, i:i + 1], kh, kw, pads) for i in (0, 1))
+    return gram, torch.cat([rhs_even, rhs_odd]), y_even + y_odd
+
+
 def _quadrature_candidates(x, y, size, pads, fixed: dict, init: dict, seed: int, amplitude: bool):
     """The pair objective and the starts for ``output="quadrature"``: the least-squares kernels of
     both channels, each fitted by :func:`fit_kernel` (the odd one with ``psi - pi/2``), with each
     fit's ``theta + pi`` twin (the twin of one real filter is not that of the pair)."""
     kh, kw = size
-    (gram, rhs_even, y_even), (_, rhs_odd, y_odd) = (_normal_equations(x, y[:, i:i + 1], kh, kw, pads) for i in (0, 1))
+    gram, rhs, y_sq = _pair_normal_equations(x, y, kh, kw, pads)
+    rhs_even, rhs_odd = rhs.view(2, -1)
     ridge = 1e-8 * float(torch.diagonal(gram).mean()) + 1e-300
     estimates = torch.linalg.solve(gram + ridge * torch.eye(kh * kw, dtype=_DTYPE), torch.stack([rhs_even, rhs_odd], 1))
-    objective = _PairQuadratic(torch.cat([rhs_even, rhs_odd]), y_even + y_odd, gram, size, amplitude)
+    objective = _PairQuadratic(rhs, y_sq, gram, size, amplitude)
     quarter = torch.tensor([0.0, math.pi / 2], dtype=_DTYPE)
     per_half = {"fixed": fixed, "init": init}
     for kind, values in per_half.items():
