@@ -634,7 +634,7 @@ def plot_sizes(plt, groups: dict, swept: list[str], images: str) -> str:
     (three to a row; the legend in a spare panel, or below)."""
     import matplotlib
 
-    ncols = min(3, len(swept) + 1 if len(swept) < 3 else 3)
+    ncols = min(3, len(swept) + 1)
     nrows = math.ceil(len(swept) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows + 0.4), squeeze=False)
     for ax, task in zip(axes.flat, swept):
