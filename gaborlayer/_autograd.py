@@ -15,12 +15,12 @@ every term is in ``docs/math.md`` (2-D) and ``docs/nd.md`` (1-D and 3-D).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
 import torch
 
+from . import _numpy_kernels
 from ._checks import LAMBD_FLOOR
 from ._compat import forward_ad_active, functorch_active, fx_tracing
 from ._reference import reduced_phase_offset, sampling_grid1d, sampling_grid2d, sampling_grid3d
@@ -57,13 +57,10 @@ def _terms2d(theta, sigma, lambd, gamma, psi, kh, kw):
     return x_rot, y_rot, a, b, c, envelope, phase
 
 
-def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int, *, sine: bool = False,
-                  psi_reduced: bool = False):
-    """The bank ``K = E cos(phase)`` as ``(P, N)`` (taps, filters), and with ``sine`` also
-    ``S = E sin(phase)`` (else ``None``), as the forwards build them: :func:`gabor_kernel2d_forward`
-    and :class:`_GaborKernel2dMoments` share this, so a layer's bank is the same to the bit in
-    training and in eval. ``psi_reduced``: ``psi`` is known to lie in ``(-2 pi, 2 pi)``, where
-    :func:`reduced_phase_offset` would return it bit for bit.
+def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> torch.Tensor:
+    """The bank ``K = E cos(phase)`` as ``(P, N)`` (taps, filters) in PyTorch operations: the plain
+    forward wherever the NumPy kernel (``gaborlayer._numpy_kernels``, the same formula) does not run
+    -- under torch.compile, fx and jit tracing, functorch transforms, on other devices.
 
     ``x' = x cos + y sin``, ``y' = y cos - x sin`` and the phase ``2 pi x'/lambd + psi`` are each
     a per-column term plus a per-row term: the three column terms come from one product of the
@@ -73,9 +70,9 @@ def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int, *, sine: bo
     and ``y'`` by sigma (a tiny sigma gives an envelope of exact zeros, never 0 * inf). The carrier
     is separable: ``cos(alpha + beta) = cos alpha cos beta - sin alpha sin beta`` with ``alpha`` the
     phase's column term plus psi and ``beta`` its row term, so cosines and sines are taken of
-    ``(kw + kh) N`` angles, not of ``kh kw N`` phases, and ``S`` costs two products. Later steps
-    run in place, except under functorch transforms (whose batched tensors refuse some in-place
-    writes) and ``torch.jit.trace`` (whose graph is replayed with autograd on).
+    ``(kw + kh) N`` angles, not of ``kh kw N`` phases. Later steps run in place, except under
+    functorch transforms (whose batched tensors refuse some in-place writes) and
+    ``torch.jit.trace`` (whose graph is replayed with autograd on).
     """
     columns, rows = _tap_coordinates(kh, kw, theta)  # (3, 1, kw, 1) and (3, kh, 1, 1)
     cos_t, sin_t = torch.cos(theta), torch.sin(theta)
@@ -83,27 +80,27 @@ def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int, *, sine: bo
         2, 3, 1, 1, -1).unbind()
     x_cos, x_sin, alpha = (per_column * columns).unbind()  # each (1, kw, N): x cos, -x sin, 2 pi x cos / lambd
     y_sin, y_cos, beta = (per_row * rows).unbind()  # each (kh, 1, N): y sin, y cos, 2 pi y sin / lambd
-    alpha = alpha + (psi if psi_reduced else reduced_phase_offset(psi))
+    alpha = alpha + reduced_phase_offset(psi)
     cos_x, sin_x, cos_y, sin_y = torch.cos(alpha), torch.sin(alpha), torch.cos(beta), torch.sin(beta)
     x_rot, y_rot = x_cos + y_sin, x_sin + y_cos  # (kh, kw, N)
     if functorch_active() or torch.jit.is_tracing():  # replayed with autograd by TorchScript: no in-place
         a, b = x_rot / sigma, (y_rot / sigma) * gamma
         envelope = torch.exp(torch.addcmul(a * a, b, b) * -0.5)
         bank = torch.addcmul(cos_x * cos_y, sin_x, sin_y, value=-1) * envelope
-        sine = torch.addcmul(sin_x * cos_y, cos_x, sin_y) * envelope if sine else None
     else:
         a, b = x_rot.div_(sigma), y_rot.div_(sigma).mul_(gamma)
         envelope = a.mul_(a).addcmul_(b, b).mul_(-0.5).exp_()
         # (out of place: torch.compile rewrites an in-place addcmul_ with value=-1, to other roundings)
         bank = torch.addcmul(cos_x * cos_y, sin_x, sin_y, value=-1).mul_(envelope)
-        sine = torch.mul(sin_x, cos_y).addcmul_(cos_x, sin_y).mul_(envelope) if sine else None
-    taps = kh * kw
-    return bank.view(taps, -1), None if sine is None else sine.view(taps, -1)
+    return bank.view(kh * kw, -1)
 
 
 def gabor_kernel2d_forward(params, size):
-    """Bank ``(N, kh, kw)`` from ``params = (theta, sigma, lambd, gamma, psi)``, each ``(N,)``."""
-    bank, _ = _bank_terms2d(*params, *size)
+    """Bank ``(N, kh, kw)`` from ``params = (theta, sigma, lambd, gamma, psi)``, each ``(N,)``: by the
+    NumPy kernel where :func:`gaborlayer._numpy_kernels.eligible`, else by PyTorch operations."""
+    if _numpy_kernels.eligible(*params):
+        return _numpy_kernels.bank2d(torch.stack(params), *size)[0]
+    bank = _bank_terms2d(*params, *size)
     # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
     # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
     return bank.t().reshape(-1).view(params[0].shape[0], *size)
@@ -212,27 +209,26 @@ def gabor_kernel2d_jvp(params, tangents, size):
 # batched (2, 3, P) @ (2, P, N) matmul and O(N) algebra: no transcendental function of the bank, no
 # recomputation. The forward keeps S for it (one bank more than the parameters; K is the output).
 # Rotating the moments into the filter's frame cancels (x'^2 = c^2 x^2 + 2cs xy + s^2 y^2 is small
-# where x^2 and y^2 are not, for an elongated envelope): the moments and that algebra run in
-# float64, where the cancellation costs a relative max(gamma, 1/gamma)^2 * 1e-16 of sum |G K| r^2,
-# so the moments are used only for gamma within MOMENT_GAMMA_RANGE (and a sigma within
-# MOMENT_SIGMA_RANGE, where 1/sigma is finite and no scaled coordinate overflows); outside it the
-# Function keeps no S and its backward is the plain one. Under create_graph, torch.compile, fx,
-# functorch, forward-mode AD and on non-CPU devices, GaborKernel2d takes its own path (the parameters
-# alone saved, everything recomputed).
+# where x^2 and y^2 are not, for an elongated envelope): the products, moments and that algebra run
+# in float64, where the cancellation costs a relative max(gamma, 1/gamma)^2 * 1e-16 of
+# sum |G K| r^2, so the moments are used only for gamma within MOMENT_GAMMA_RANGE (and a sigma
+# within MOMENT_SIGMA_RANGE, where 1/sigma is finite and no scaled coordinate overflows); outside it
+# the Function keeps no S and its backward is the plain one. Both kernels, the bank with S and the
+# moment gradients, are NumPy's (gaborlayer._numpy_kernels). Under create_graph, torch.compile, fx,
+# functorch, forward-mode AD and on non-CPU devices, GaborKernel2d takes its own path (the
+# parameters alone saved, everything recomputed).
 MOMENT_GAMMA_RANGE = (1 / 64, 64.0)
 MOMENT_SIGMA_RANGE = (1e-3, 1e6)
 
 
 @functools.lru_cache(maxsize=64)
-def _tap_grids(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _tap_grids(kh: int, kw: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The column table ``(x, -x, 2 pi x)`` ``(3, 1, kw, 1)`` and the row table ``(y, y, 2 pi y)``
-    ``(3, kh, 1, 1)`` of the pixel coordinates in ``dtype`` (see :func:`_bank_terms2d`), and the
-    float64 ``(2, 3, P)`` pair of per-tap weights that turn ``G K`` and ``G S`` (taps in row-major
-    order) into the moments ``(x^2 - y^2, 2xy, x^2 + y^2)`` and ``(x, y, 1)``. Cached per size, dtype
-    and device; built outside inference mode (a cached inference tensor could not be saved for a
-    backward later)."""
+    ``(3, kh, 1, 1)`` of the pixel coordinates in ``dtype`` (see :func:`_bank_terms2d`). Cached per
+    size, dtype and device; built outside inference mode (a cached inference tensor could not be
+    saved for a backward later)."""
     with torch.inference_mode(False), torch.no_grad():
-        return (*_coordinate_tables(kh, kw, dtype, device), _moment_weights(kh, kw, device))
+        return _coordinate_tables(kh, kw, dtype, device)
 
 
 def _coordinate_tables(kh: int, kw: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,13 +238,6 @@ def _coordinate_tables(kh: int, kw: int, dtype: torch.dtype, device) -> tuple[to
             torch.stack([y, y, TWO_PI * y]).view(3, kh, 1, 1).to(dtype))
 
 
-def _moment_weights(kh: int, kw: int, device) -> torch.Tensor:
-    y, x = sampling_grid2d(kh, kw, torch.float64, device)
-    tx, ty = x.expand(kh, kw).reshape(-1), y.expand(kh, kw).reshape(-1)
-    return torch.stack([torch.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty]),
-                        torch.stack([tx, ty, torch.ones_like(tx)])])
-
-
 def _tap_coordinates(kh: int, kw: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The column and row tables of :func:`_tap_grids` in ``like``'s dtype and device: cached for
     plain tensors; built afresh inside torch.compile and for tensor subclasses (a fake tensor must
@@ -256,7 +245,7 @@ def _tap_coordinates(kh: int, kw: int, like: torch.Tensor) -> tuple[torch.Tensor
     if torch.compiler.is_compiling() or type(like) not in (torch.Tensor, torch.nn.Parameter) \
             or like.device.type == "meta":
         return _coordinate_tables(kh, kw, like.dtype, like.device)
-    return _tap_grids(kh, kw, like.dtype, like.device)[:2]
+    return _tap_grids(kh, kw, like.dtype, like.device)
 
 
 def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
@@ -270,13 +259,8 @@ def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or fx_tracing() or functorch_active() \
             or forward_ad_active():
         return False
-    return theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64) and theta.numel() > 0
-
-
-def _no_autocast(device_type: str):
-    """A context without autocast (which would run the matmul below in half precision)."""
-    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) \
-        else contextlib.nullcontext()
+    return theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64) and theta.numel() > 0 \
+        and all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
 
 
 def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,7 +293,7 @@ class _MomentBody(torch.autograd.Function):
 
     Eager only, called where :func:`moments_pay`. The forward checks gamma and sigma against the
     moment ranges (one host read of the parameters' extremes, which also tells whether psi needs
-    :func:`reduced_phase_offset`); inside them it keeps ``S (N, kh * kw)`` for the moment backward,
+    :func:`reduced_phase_offset`); inside them it keeps ``S (N, kh, kw)`` for the moment backward,
     outside them nothing beyond the parameters, and the backward is :func:`gabor_kernel2d_backward`.
     With ``create_graph=True`` the backward is that differentiable function on the saved inputs, so
     double backward is the plain one's. A forward with ``ctx`` (saving S, an intermediate, directly):
@@ -326,20 +310,7 @@ class _MomentBody(torch.autograd.Function):
         ctx.moments = (MOMENT_GAMMA_RANGE[0] <= gamma_min and gamma_max <= MOMENT_GAMMA_RANGE[1]
                        and MOMENT_SIGMA_RANGE[0] <= sigma_min and sigma_max <= MOMENT_SIGMA_RANGE[1])
         fits = max(-psi_min, psi_max) < TWO_PI  # psi needs no reduction
-        filters, taps = values.shape[1], kh * kw
-        parts = _filter_chunks(filters, taps)
-        if len(parts) == 1:  # (P, N) -> (N, P) by one transposing copy each, as gabor_kernel2d_forward
-            bank, sine = _bank_terms2d(*values, kh, kw, sine=ctx.moments, psi_reduced=fits)
-            bank = bank.t().reshape(-1)
-            sine = sine if sine is None else sine.t().reshape(filters, taps)
-        else:  # each part's K and S, transposed into (N, P)
-            bank = values.new_empty((filters, taps))
-            sine = values.new_empty((filters, taps)) if ctx.moments else None
-            for part in parts:
-                k, s = _bank_terms2d(*values[:, part], kh, kw, sine=ctx.moments, psi_reduced=fits)
-                bank[part] = k.t()
-                if ctx.moments:
-                    sine[part] = s.t()
+        bank, sine = _numpy_kernels.bank2d(values, kh, kw, sine=ctx.moments, psi_reduced=fits)
         bank = bank.view(*theta.shape, kh, kw)
         ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine)
         ctx.size, ctx.stored = (kh, kw), stored
@@ -360,7 +331,7 @@ class _MomentBody(torch.autograd.Function):
         else:
             values, chain = _values(*inputs, ctx.stored)  # as in the forward, to the bit
             if ctx.moments:
-                grads = _moment_gradients(grad.reshape(sine.shape), values, bank.view(sine.shape), sine, size)
+                grads = _numpy_kernels.moment_gradients2d(grad.reshape(sine.shape), values, bank.view(sine.shape), sine)
             else:
                 grads = torch.stack(gabor_kernel2d_backward(grad.reshape(-1, *size), values.unbind(), size,
                                                             (True,) * 5))
@@ -368,64 +339,6 @@ class _MomentBody(torch.autograd.Function):
                 grads[1:4] *= chain
             grads = grads.view(5, *inputs[0].shape).unbind()
         return (*(g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad)), None, None, None)
-
-
-CHUNK_ELEMENTS = 1 << 18
-
-
-def _filter_chunks(filters: int, taps: int) -> list[slice]:
-    """Slices of the filter index in chunks of about ``CHUNK_ELEMENTS / taps`` filters, a multiple of
-    64: the moment path's forward and backward run over a large bank chunk by chunk, so that each
-    chunk's dozen passes over ``(P, chunk)`` tensors stay in the CPU's cache instead of streaming
-    ``(P, N)`` tensors through memory (256 x 256 x 7 x 7, forward + backward: 102 ms unchunked, 65 ms
-    in chunks of 2^18 taps, 62-64 ms at 2^16-2^17; interleaved, 1 thread, load 5.4). A
-    multiple of 64 keeps the bank the same to the bit as the unchunked plain forward's: ATen's
-    vectorised loops run a tail shorter than two SIMD vectors through the scalar function (which
-    may round differently), and with such chunks only the last chunk has a tail, where the whole
-    bank has it."""
-    step = max(64, CHUNK_ELEMENTS // taps // 64 * 64)
-    return [slice(start, start + step) for start in range(0, filters, step)]
-
-
-
-def _moment_gradients(grad, values, bank, sine, size) -> torch.Tensor:
-    """The five parameter gradients ``(5, N)`` from ``grad``, the bank ``K`` and ``S``, each ``(N,
-    P)``, the parameters ``values (5, N)`` and ``size = (kh, kw)``: the moments, then the algebra
-    (see above)."""
-    theta, sigma, lambd, gamma, _ = values.double()
-    weights = _tap_grids(*size, bank.dtype, bank.device)[2]
-    filters, taps = bank.shape
-    parts, moments = _filter_chunks(filters, taps), []
-    for part in parts:
-        # G K and G S into float64 by mul(out=) (torch forms the float32 product and copies it, as
-        # .double() would: the float64 matmul keeps the sums exact), then the (3, P) tables times
-        # each, read transposed, as (3, chunk) rows.
-        g, k, s = (grad, bank, sine) if len(parts) == 1 else (grad[part], bank[part], sine[part])
-        products = g.new_empty((2, *g.shape), dtype=torch.float64)
-        torch.mul(g, k, out=products[0])
-        torch.mul(g, s, out=products[1])
-        with _no_autocast(bank.device.type):
-            moments.append(torch.bmm(weights, products.transpose(1, 2)))  # (2, 3, chunk)
-    x_moments, y_moments, (k_rr, s_1) = (moments[0] if len(parts) == 1 else torch.cat(moments, 2)).unbind(1)
-    # Into the filter's frame: with D = sum G K (x^2 - y^2 + 2i xy) and L = sum G S (x + iy),
-    # D e^{-2i theta} = sum G K (x'^2 - y'^2 + 2i x'y') and L e^{-i theta} = sum G S (x' + iy'):
-    # both rotations at once, on the (2, N) rows (D, L), written out in cos and sin (torch.polar
-    # costs three times as much).
-    angles = torch.stack([theta + theta, theta])
-    cos_a, sin_a = torch.cos(angles), torch.sin(angles)
-    (d_re, l_re) = torch.addcmul(x_moments * cos_a, y_moments, sin_a)
-    (d_im, l_im) = torch.addcmul(y_moments * cos_a, x_moments, sin_a, value=-1)
-    # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D e^{-2i theta})/2, sum G K y'^2 = (T - Re ...)/2.
-    half_var, wave = 0.5 / (sigma * sigma), TWO_PI / lambd
-    across = gamma * gamma * half_var
-    y_sq, x_sq = k_rr - d_re, k_rr + d_re  # twice sum G K y'^2 and twice sum G K x'^2
-    return torch.stack([
-        (across - half_var) * d_im - wave * l_im,  # dK/dtheta = K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
-        torch.addcmul(across * y_sq, half_var, x_sq) / sigma,  # dK/dsigma = K (x'^2 + gamma^2 y'^2)/sigma^3
-        wave / lambd * l_re,  # dK/dlambd = S 2 pi x'/lambd^2
-        -gamma * half_var * y_sq,  # dK/dgamma = -K gamma y'^2/sigma^2
-        -s_1,  # dK/dpsi = -S
-    ]).to(bank.dtype)
 
 
 # Named GaborKernel2d (its graph node is GaborKernel2dBackward, as the plain path's): to a reader of

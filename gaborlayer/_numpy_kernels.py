@@ -1,0 +1,178 @@
+"""The 2-D bank and its moment gradients as NumPy kernels: the eager CPU path.
+
+On a CPU a small layer's bank is a few dozen elementwise passes over ~10^4 numbers, so each
+operation's fixed cost, not its arithmetic, sets the speed: a PyTorch operation costs 1-6 us of
+dispatch here, a NumPy ufunc about 0.4 us, and NumPy's vectorised float32 ``sin``, ``cos`` and
+``exp`` run about twice as fast as ATen's on this CPU (docs/benchmarks.md, "Fourth pass"). So where
+:func:`eligible` holds (plain CPU tensors, float32 or float64, no tracer, compiler or functorch
+transform running, no autograd graph to record) the 2-D Functions of ``gaborlayer._autograd`` build
+the bank here: the plain Function's forward and the moment Function alike, so a layer's bank is the
+same to the bit in training and in eval. Everywhere else the PyTorch formula
+(``_autograd._bank_terms2d``) runs. Every array here is a view of a tensor that torch allocated, so
+the results are ordinary, resizable torch tensors.
+
+The formulas are those of ``_autograd`` (derivations in docs/math.md): the phase and the rotated
+coordinates are per-column plus per-row terms, the carrier ``exp(i phase)`` is the product of a
+column factor and a row factor, the envelope's scaled coordinates divide the bounded ``x'`` and
+``y'`` by sigma (a tiny sigma gives exact zeros, never ``0 * inf``); overflow to ``inf`` and
+underflow to 0 are the intended results there, so NumPy's floating-point warnings are silenced
+inside the kernels only.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from ._compat import functorch_active, fx_tracing
+from ._reference import reduced_phase_offset
+
+TWO_PI = 2 * math.pi
+CHUNK_ELEMENTS = 1 << 18
+
+
+def eligible(*tensors: torch.Tensor) -> bool:
+    """Whether the NumPy kernels may build a bank from ``tensors``: plain CPU tensors of float32 or
+    float64, outside ``torch.compile``, ``torch.jit.trace``, ``torch.fx`` tracing and functorch
+    transforms (which must see torch operations), with no autograd graph to record through them."""
+    first = tensors[0]
+    if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
+        return False
+    if any(type(t) not in (torch.Tensor, torch.nn.Parameter) for t in tensors):
+        return False  # fake tensors, tensor subclasses
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or fx_tracing() or functorch_active())
+
+
+def _quiet():
+    return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The per-tap table ``(6, m, 1)`` of ``(2 pi x, 2 pi y, x, -x, y, y)`` in ``dtype``, with
+    ``m = max(kh, kw)`` (the shorter coordinate padded with zeros, whose terms are never read), and
+    the float64 ``(2, 3, P)`` weights that turn ``G K`` and ``G S`` (taps in row-major order) into
+    the moments ``(x^2 - y^2, 2 x y, x^2 + y^2)`` and ``(x, y, 1)``."""
+    m = max(kh, kw)
+    x, y = np.zeros(m), np.zeros(m)
+    x[:kw] = np.arange(kw) - (kw - 1) / 2
+    y[:kh] = np.arange(kh) - (kh - 1) / 2
+    table = np.stack([TWO_PI * x, TWO_PI * y, x, -x, y, y]).reshape(6, m, 1).astype(dtype)
+    tx, ty = np.broadcast_to(x[None, :kw], (kh, kw)).ravel(), np.broadcast_to(y[:kh, None], (kh, kw)).ravel()
+    weights = np.stack([np.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty]),
+                        np.stack([tx, ty, np.ones_like(tx)])])
+    for array in (table, weights):
+        array.flags.writeable = False
+    return table, weights
+
+
+def _filter_chunks(filters: int, taps: int) -> list[slice]:
+    """Slices of the filter index in chunks of about ``CHUNK_ELEMENTS / taps`` filters, a multiple of
+    64: a large bank is built and differentiated chunk by chunk, so that each chunk's passes stay in
+    the CPU's cache instead of streaming ``(P, N)`` arrays through memory (256 x 256 x 7 x 7 forward
+    + backward, PyTorch operations: 102 ms unchunked, 65 ms in chunks of 2^18 taps). A multiple of
+    64 filters keeps every chunk but the last free of the scalar tails of vectorised loops, so a
+    chunked bank is the unchunked one to the bit."""
+    step = max(64, CHUNK_ELEMENTS // taps // 64 * 64)
+    return [slice(start, start + step) for start in range(0, filters, step)]
+
+
+def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False,
+           psi_reduced: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The bank ``K = E cos(phase)`` ``(N, kh, kw)`` from the parameters ``values (5, N)`` (``theta,
+    sigma, lambd, gamma, psi``; contiguous, CPU, float32 or float64), and with ``sine`` also ``S = E
+    sin(phase)`` (else ``None``). A psi outside ``(-2 pi, 2 pi)`` is reduced first
+    (``reduced_phase_offset``, which returns one inside it bit for bit); ``psi_reduced``: the caller
+    knows that every psi lies inside."""
+    filters = values.shape[1]
+    bank = values.new_empty((filters, kh, kw))
+    sines = values.new_empty((filters, kh, kw)) if sine else None
+    v = values.numpy()
+    if not (psi_reduced or np.abs(v[4]).max(initial=0.0) < TWO_PI):
+        v = v.copy()
+        v[4] = reduced_phase_offset(values[4]).numpy()
+    outputs = [bank.numpy()] + ([] if sines is None else [sines.numpy()])
+    with _quiet():
+        for part in _filter_chunks(filters, kh * kw):
+            _bank_chunk(v[:, part], kh, kw, [out[part] for out in outputs])
+    return bank, sines
+
+
+def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> None:
+    """Write ``K`` (and ``S``) of the filters ``v (5, n)`` into ``outputs``, each ``(n, kh, kw)``."""
+    theta, sigma, lambd, gamma, psi = v
+    n = theta.shape[0]
+    table = _tables(kh, kw, v.dtype)[0]
+    # Per filter (cos/lambd, sin/lambd, cos, sin, sin, cos) times the table: the phase's column and
+    # row terms (2 pi x cos/lambd, 2 pi y sin/lambd), x cos and -x sin per column, y sin and y cos per row.
+    per_filter = np.empty((6, 1, n), v.dtype)
+    np.cos(theta, out=per_filter[2, 0])
+    np.sin(theta, out=per_filter[3, 0])
+    np.divide(per_filter[2:4, 0], lambd, out=per_filter[0:2, 0])
+    per_filter[4:6] = per_filter[3:1:-1]
+    terms = per_filter * table  # (6, m, n), the filter index contiguous
+    terms[0] += psi
+    # exp(i phase) = exp(i alpha) exp(i beta): the column and row factors, multiplied per tap.
+    factors = np.empty((2, *terms.shape[1:]), np.complex64 if v.dtype == np.float32 else np.complex128)
+    np.cos(terms[:2], out=factors.real)
+    np.sin(terms[:2], out=factors.imag)
+    carrier = factors[0, None, :kw] * factors[1, :kh, None]  # (kh, kw, n)
+    scaled = terms[2:4, None, :kw] + terms[4:6, :kh, None]  # (2, kh, kw, n): x', y'
+    scaled /= sigma
+    a, b = scaled
+    b *= gamma
+    a *= a
+    b *= b
+    a += b
+    a *= -0.5
+    envelope = np.exp(a, out=a)
+    # Into (n, kh, kw) through transposed views: no separate transposing copy.
+    np.multiply(carrier.real, envelope, out=outputs[0].transpose(1, 2, 0))
+    if len(outputs) > 1:
+        np.multiply(carrier.imag, envelope, out=outputs[1].transpose(1, 2, 0))
+
+
+def moment_gradients2d(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tensor,
+                       sine: torch.Tensor) -> torch.Tensor:
+    """The five parameter gradients ``(5, N)`` in ``bank``'s dtype from the incoming gradient, the
+    bank ``K`` and ``S = E sin(phase)``, each ``(N, kh, kw)``, and the parameters ``values (5, N)``:
+    the six moments ``sum G K {x^2 - y^2, 2xy, x^2 + y^2}`` and ``sum G S {x, y, 1}`` per filter in
+    float64 (from the exact float64 products of the float32 factors), rotated into each filter's frame
+    and combined (see the comment above ``_autograd._MomentBody``)."""
+    filters, kh, kw = bank.shape
+    weights = _tables(kh, kw, np.dtype(np.float64))[1]
+    g, k, s = (t.reshape(filters, kh * kw).numpy() for t in (grad, bank, sine))
+    moments = np.empty((2, 3, filters))
+    for part in _filter_chunks(filters, kh * kw):
+        products = np.empty((2, k[part].shape[0], kh * kw))
+        np.multiply(g[part], k[part], out=products[0], dtype=np.float64)
+        np.multiply(g[part], s[part], out=products[1], dtype=np.float64)
+        moments[:, :, part] = np.matmul(weights, products.transpose(0, 2, 1))
+    (x_moments, y_moments, (k_rr, s_1)) = moments.transpose(1, 0, 2)
+    # Into the filter's frame: D = sum G K (x^2 - y^2 + 2i xy) turned by -2 theta, L = sum G S (x + iy)
+    # by -theta, on the rows (D, L). cos and sin of theta in float64 by torch (NumPy's float64 sine is
+    # scalar code, three times slower), the double angle from them.
+    theta = values[0].double()
+    cos_t, sin_t = torch.cos(theta).numpy(), torch.sin(theta).numpy()
+    cos_a = np.stack([cos_t * cos_t - sin_t * sin_t, cos_t])
+    sin_a = np.stack([2 * cos_t * sin_t, sin_t])
+    d_re, l_re = x_moments * cos_a + y_moments * sin_a
+    d_im, l_im = y_moments * cos_a - x_moments * sin_a
+    sigma, lambd, gamma = values[1:4].numpy().astype(np.float64)
+    # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D e^{-2i theta})/2, sum G K y'^2 = (T - Re ...)/2.
+    half_var, wave = 0.5 / (sigma * sigma), TWO_PI / lambd
+    across = gamma * gamma * half_var
+    y_sq, x_sq = k_rr - d_re, k_rr + d_re  # twice sum G K y'^2 and twice sum G K x'^2
+    grads = values.new_empty((5, filters))
+    out = grads.numpy()
+    with _quiet():  # a float32 gradient beyond its range is inf, as a cast in torch gives
+        out[0] = (across - half_var) * d_im - wave * l_im  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
+        out[1] = (across * y_sq + half_var * x_sq) / sigma  # K (x'^2 + gamma^2 y'^2)/sigma^3
+        out[2] = wave / lambd * l_re  # S 2 pi x'/lambd^2
+        out[3] = -gamma * half_var * y_sq  # -K gamma y'^2/sigma^2
+        np.negative(s_1, out=out[4])  # -S
+    return grads
