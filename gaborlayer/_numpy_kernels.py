@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,6 +34,8 @@ from ._reference import reduced_phase_offset
 
 TWO_PI = 2 * math.pi
 CHUNK_ELEMENTS = 1 << 18
+_FLOAT64 = np.dtype(np.float64)
+_DOUBLE_AND_SINGLE = np.array([[2.0], [1.0]])
 
 
 def eligible(*tensors: torch.Tensor) -> bool:
@@ -52,10 +57,10 @@ def _quiet():
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, torch.Tensor]:
     """The per-tap table ``(6, m, 1)`` of ``(2 pi x, 2 pi y, x, -x, y, y)`` in ``dtype``, with
     ``m = max(kh, kw)`` (the shorter coordinate padded with zeros, whose terms are never read), and
-    the float64 ``(2, 3, P)`` weights that turn ``G K`` and ``G S`` (taps in row-major order) into
+    the float64 ``(2, 3, P)`` tensor of weights that turn ``G K`` and ``G S`` (taps in row-major order) into
     the moments ``(x^2 - y^2, 2 x y, x^2 + y^2)`` and ``(x, y, 1)``."""
     m = max(kh, kw)
     x, y = np.zeros(m), np.zeros(m)
@@ -65,20 +70,48 @@ def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     tx, ty = np.broadcast_to(x[None, :kw], (kh, kw)).ravel(), np.broadcast_to(y[:kh, None], (kh, kw)).ravel()
     weights = np.stack([np.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty]),
                         np.stack([tx, ty, np.ones_like(tx)])])
-    for array in (table, weights):
-        array.flags.writeable = False
-    return table, weights
+    table.flags.writeable = False
+    return table, torch.from_numpy(weights)
 
 
 def _filter_chunks(filters: int, taps: int) -> list[slice]:
     """Slices of the filter index in chunks of about ``CHUNK_ELEMENTS / taps`` filters, a multiple of
     64: a large bank is built and differentiated chunk by chunk, so that each chunk's passes stay in
     the CPU's cache instead of streaming ``(P, N)`` arrays through memory (256 x 256 x 7 x 7 forward
-    + backward, PyTorch operations: 102 ms unchunked, 65 ms in chunks of 2^18 taps). A multiple of
-    64 filters keeps every chunk but the last free of the scalar tails of vectorised loops, so a
-    chunked bank is the unchunked one to the bit."""
+    + backward, PyTorch operations: 102 ms unchunked, 65 ms in chunks of 2^18 taps), and the chunks
+    are spread over threads (:func:`_each_chunk`). A multiple of 64 filters keeps every chunk but the
+    last free of the scalar tails of vectorised loops, so a chunked bank is the unchunked one to the
+    bit."""
     step = max(64, CHUNK_ELEMENTS // taps // 64 * 64)
     return [slice(start, start + step) for start in range(0, filters, step)]
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)  # a forked child (DataLoader workers) has no pool threads
+
+
+def _each_chunk(work: Callable[[slice], None], parts: list[slice]) -> None:
+    """``work(part)`` for each of ``parts``: in turn where there is one part or torch runs one thread,
+    else spread over ``torch.get_num_threads()`` threads of a pool kept for the purpose (NumPy's ufuncs
+    and matmul release the GIL, so the chunks run in parallel, as torch's own operations would)."""
+    global _pool
+    threads = min(torch.get_num_threads(), len(parts))
+    if threads <= 1:
+        for part in parts:
+            work(part)
+        return
+    pool = _pool
+    if pool is None or pool[0] != threads:
+        pool = _pool = (threads, ThreadPoolExecutor(threads, thread_name_prefix="gaborlayer"))
+    for _ in pool[1].map(work, parts):  # (raises a worker's exception here)
+        pass
 
 
 def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False,
@@ -96,9 +129,12 @@ def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False,
         v = v.copy()
         v[4] = reduced_phase_offset(values[4]).numpy()
     outputs = [bank.numpy()] + ([] if sines is None else [sines.numpy()])
-    with _quiet():
-        for part in _filter_chunks(filters, kh * kw):
+
+    def build(part: slice) -> None:
+        with _quiet():  # (per thread: NumPy's error state is thread-local)
             _bank_chunk(v[:, part], kh, kw, [out[part] for out in outputs])
+
+    _each_chunk(build, _filter_chunks(filters, kh * kw))
     return bank, sines
 
 
@@ -136,33 +172,49 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
         np.multiply(carrier.imag, envelope, out=outputs[1].transpose(1, 2, 0))
 
 
+def _moment_sums(g: torch.Tensor, k: torch.Tensor, s: torch.Tensor, kh: int, kw: int) -> np.ndarray:
+    """The six moment sums ``(2, 3, N)`` (float64) of the incoming gradient ``g``, ``K`` and ``S``,
+    each ``(N, P)``; every product is exact (both factors in float64). A bank of one chunk in NumPy
+    (the lowest cost per call); a larger one by torch operations, chunk by chunk: torch's threads and
+    its BLAS share the cores (NumPy's BLAS in the chunk pool's threads would compete with them:
+    256 x 256 x 7 x 7 on 2 threads, 21 ms against 13)."""
+    filters, taps = k.shape
+    weights = _tables(kh, kw, _FLOAT64)[1]
+    parts = _filter_chunks(filters, taps)
+    if len(parts) == 1:
+        products = np.empty((2, filters, taps))
+        np.multiply(g.numpy(), k.numpy(), out=products[0], dtype=np.float64)
+        np.multiply(g.numpy(), s.numpy(), out=products[1], dtype=np.float64)
+        return np.matmul(weights.numpy(), products.transpose(0, 2, 1))
+    moments = torch.empty((2, 3, filters), dtype=torch.float64)
+    for part in parts:
+        products = torch.empty((2, k[part].shape[0], taps), dtype=torch.float64)
+        products[0].copy_(k[part])
+        products[1].copy_(s[part])
+        products.mul_(g[part])
+        torch.matmul(weights, products.transpose(1, 2), out=moments[:, :, part])
+    return moments.numpy()
+
+
 def moment_gradients2d(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tensor,
                        sine: torch.Tensor) -> torch.Tensor:
     """The five parameter gradients ``(5, N)`` in ``bank``'s dtype from the incoming gradient, the
-    bank ``K`` and ``S = E sin(phase)``, each ``(N, kh, kw)``, and the parameters ``values (5, N)``:
+    bank ``K`` and ``S = E sin(phase)`` (``S`` of shape ``(N, kh, kw)``, the other two of any shape
+    with its elements in that order), and the parameters ``values (5, N)``:
     the six moments ``sum G K {x^2 - y^2, 2xy, x^2 + y^2}`` and ``sum G S {x, y, 1}`` per filter in
     float64 (from the exact float64 products of the float32 factors), rotated into each filter's frame
     and combined (see the comment above ``_autograd._MomentBody``)."""
-    filters, kh, kw = bank.shape
-    weights = _tables(kh, kw, np.dtype(np.float64))[1]
-    g, k, s = (t.reshape(filters, kh * kw).numpy() for t in (grad, bank, sine))
-    moments = np.empty((2, 3, filters))
-    for part in _filter_chunks(filters, kh * kw):
-        products = np.empty((2, k[part].shape[0], kh * kw))
-        np.multiply(g[part], k[part], out=products[0], dtype=np.float64)
-        np.multiply(g[part], s[part], out=products[1], dtype=np.float64)
-        moments[:, :, part] = np.matmul(weights, products.transpose(0, 2, 1))
+    filters, kh, kw = sine.shape
+    moments = _moment_sums(grad.reshape(filters, -1), bank.reshape(filters, -1), sine.reshape(filters, -1), kh, kw)
     (x_moments, y_moments, (k_rr, s_1)) = moments.transpose(1, 0, 2)
+    theta, sigma, lambd, gamma = values[:4].numpy().astype(np.float64)
     # Into the filter's frame: D = sum G K (x^2 - y^2 + 2i xy) turned by -2 theta, L = sum G S (x + iy)
-    # by -theta, on the rows (D, L). cos and sin of theta in float64 by torch (NumPy's float64 sine is
-    # scalar code, three times slower), the double angle from them.
-    theta = values[0].double()
-    cos_t, sin_t = torch.cos(theta).numpy(), torch.sin(theta).numpy()
-    cos_a = np.stack([cos_t * cos_t - sin_t * sin_t, cos_t])
-    sin_a = np.stack([2 * cos_t * sin_t, sin_t])
+    # by -theta, on the rows (D, L). The cosines and sines of (2 theta, theta) in float64 by torch
+    # (NumPy's float64 sine and cosine are scalar code, three times slower).
+    angles = torch.from_numpy(theta * _DOUBLE_AND_SINGLE)
+    cos_a, sin_a = torch.cos(angles).numpy(), torch.sin(angles).numpy()
     d_re, l_re = x_moments * cos_a + y_moments * sin_a
     d_im, l_im = y_moments * cos_a - x_moments * sin_a
-    sigma, lambd, gamma = values[1:4].numpy().astype(np.float64)
     # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D e^{-2i theta})/2, sum G K y'^2 = (T - Re ...)/2.
     half_var, wave = 0.5 / (sigma * sigma), TWO_PI / lambd
     across = gamma * gamma * half_var
