@@ -204,6 +204,12 @@ def moment_gradients2d(grad: torch.Tensor, values: torch.Tensor, bank: torch.Ten
     the six moments ``sum G K {x^2 - y^2, 2xy, x^2 + y^2}`` and ``sum G S {x, y, 1}`` per filter in
     float64 (from the exact float64 products of the float32 factors), rotated into each filter's frame
     and combined (see the comment above ``_autograd._MomentBody``)."""
+    with _quiet():  # (an inf in the incoming gradient gives NaN, as in torch, without a warning)
+        return _moment_gradients(grad, values, bank, sine)
+
+
+def _moment_gradients(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tensor,
+                      sine: torch.Tensor) -> torch.Tensor:
     filters, kh, kw = sine.shape
     moments = _moment_sums(grad.reshape(filters, -1), bank.reshape(filters, -1), sine.reshape(filters, -1), kh, kw)
     (x_moments, y_moments, (k_rr, s_1)) = moments.transpose(1, 0, 2)
@@ -220,11 +226,10 @@ def moment_gradients2d(grad: torch.Tensor, values: torch.Tensor, bank: torch.Ten
     across = gamma * gamma * half_var
     y_sq, x_sq = k_rr - d_re, k_rr + d_re  # twice sum G K y'^2 and twice sum G K x'^2
     grads = values.new_empty((5, filters))
-    out = grads.numpy()
-    with _quiet():  # a float32 gradient beyond its range is inf, as a cast in torch gives
-        out[0] = (across - half_var) * d_im - wave * l_im  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
-        out[1] = (across * y_sq + half_var * x_sq) / sigma  # K (x'^2 + gamma^2 y'^2)/sigma^3
-        out[2] = wave / lambd * l_re  # S 2 pi x'/lambd^2
-        out[3] = -gamma * half_var * y_sq  # -K gamma y'^2/sigma^2
-        np.negative(s_1, out=out[4])  # -S
+    out = grads.numpy()  # (a float32 gradient beyond its range is inf, as a cast in torch gives)
+    out[0] = (across - half_var) * d_im - wave * l_im  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
+    out[1] = (across * y_sq + half_var * x_sq) / sigma  # K (x'^2 + gamma^2 y'^2)/sigma^3
+    out[2] = wave / lambd * l_re  # S 2 pi x'/lambd^2
+    out[3] = -gamma * half_var * y_sq  # -K gamma y'^2/sigma^2
+    np.negative(s_1, out=out[4])  # -S
     return grads

@@ -140,3 +140,16 @@ def test_a_forked_child_builds_banks_with_a_pool_of_its_own(monkeypatch):
             child.kill()
     assert child.exitcode == 0
     assert torch.equal(torch.from_numpy(got), want)
+
+
+def test_an_infinite_incoming_gradient_raises_no_numpy_warning():
+    """As in torch, the filter it meets gets a non-finite gradient and the others are untouched;
+    NumPy's floating-point warnings stay inside the kernel."""
+    p = [t.requires_grad_() for t in random_params(8, torch.float32, seed=6)]
+    bank = gabor_kernel2d(*p, (3, 3))
+    grad = torch.zeros_like(bank)
+    grad[0] = float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grads = torch.autograd.grad(bank, p, grad)
+    assert all(torch.isfinite(g[1:]).all() and not torch.isfinite(g[0]) for g in grads)
