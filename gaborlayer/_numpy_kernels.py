@@ -134,8 +134,26 @@ def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False,
         with _quiet():  # (per thread: NumPy's error state is thread-local)
             _bank_chunk(v[:, part], kh, kw, [out[part] for out in outputs])
 
-    _each_chunk(build, _filter_chunks(filters, kh * kw))
+    parts = _filter_chunks(filters, kh * kw)
+    if values.dtype == torch.float32:
+        _each_chunk(build, parts)
+    else:  # in turn: a float64 bank's sines and cosines are torch's, which run on its threads themselves
+        for part in parts:
+            build(part)
     return bank, sines
+
+
+def _cos_sin(angles: np.ndarray, cos_out: np.ndarray, sin_out: np.ndarray) -> None:
+    """Cosines and sines of ``angles`` into the two arrays: NumPy's in float32 (vectorised), torch's
+    in float64 (NumPy's float64 sine and cosine are scalar code: 4.1 against 0.9 ms for 220,000
+    values, one thread)."""
+    if angles.dtype == np.float32:
+        np.cos(angles, out=cos_out)
+        np.sin(angles, out=sin_out)
+    else:
+        wide = torch.from_numpy(angles)
+        torch.cos(wide, out=torch.from_numpy(cos_out))
+        torch.sin(wide, out=torch.from_numpy(sin_out))
 
 
 def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> None:
@@ -146,16 +164,14 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
     # Per filter (cos/lambd, sin/lambd, cos, sin, sin, cos) times the table: the phase's column and
     # row terms (2 pi x cos/lambd, 2 pi y sin/lambd), x cos and -x sin per column, y sin and y cos per row.
     per_filter = np.empty((6, 1, n), v.dtype)
-    np.cos(theta, out=per_filter[2, 0])
-    np.sin(theta, out=per_filter[3, 0])
+    _cos_sin(theta, per_filter[2, 0], per_filter[3, 0])
     np.divide(per_filter[2:4, 0], lambd, out=per_filter[0:2, 0])
     per_filter[4:6] = per_filter[3:1:-1]
     terms = per_filter * table  # (6, m, n), the filter index contiguous
     terms[0] += psi
     # exp(i phase) = exp(i alpha) exp(i beta): the column and row factors, multiplied per tap.
     factors = np.empty((2, *terms.shape[1:]), np.complex64 if v.dtype == np.float32 else np.complex128)
-    np.cos(terms[:2], out=factors.real)
-    np.sin(terms[:2], out=factors.imag)
+    _cos_sin(terms[:2], factors.real, factors.imag)
     carrier = factors[0, None, :kw] * factors[1, :kh, None]  # (kh, kw, n)
     scaled = terms[2:4, None, :kw] + terms[4:6, :kh, None]  # (2, kh, kw, n): x', y'
     scaled /= sigma
