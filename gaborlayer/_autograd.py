@@ -253,14 +253,9 @@ def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
     on CPU, in float32 or float64, with a gradient to build and none of the transforms that need the
     plain Function (see the comment above it). Reads no values: the range of gamma and sigma is
     checked inside the Function, which falls back to the plain backward outside it."""
-    theta = params[0]
     if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
         return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or fx_tracing() or functorch_active() \
-            or forward_ad_active():
-        return False
-    return theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64) and theta.numel() > 0 \
-        and all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
+    return params[0].numel() > 0 and not forward_ad_active() and _numpy_kernels.eager_cpu(*params)
 
 
 def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,8 +287,7 @@ class _MomentBody(torch.autograd.Function):
     the layer's bank is then one Function call, with no autograd node per parameter transform.
 
     Eager only, called where :func:`moments_pay`. The forward checks gamma and sigma against the
-    moment ranges (one host read of the parameters' extremes, which also tells whether psi needs
-    :func:`reduced_phase_offset`); inside them it keeps ``S (N, kh, kw)`` for the moment backward,
+    moment ranges (one read of their extremes); inside them it keeps ``S (N, kh, kw)`` for the moment backward,
     outside them nothing beyond the parameters, and the backward is :func:`gabor_kernel2d_backward`.
     With ``create_graph=True`` the backward is that differentiable function on the saved inputs, so
     double backward is the plain one's. A forward with ``ctx`` (saving S, an intermediate, directly):
@@ -304,13 +298,11 @@ class _MomentBody(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, sigma, lambd, gamma, psi, kh: int, kw: int, stored: bool = False):
         values, _ = _values(theta, sigma, lambd, gamma, psi, stored)
-        v = values.numpy()
-        (sigma_min, _, gamma_min, psi_min), (sigma_max, _, gamma_max, psi_max) = \
-            v[1:].min(1).tolist(), v[1:].max(1).tolist()
+        scales = values.numpy()[1:4]  # sigma, lambd, gamma
+        (sigma_min, _, gamma_min), (sigma_max, _, gamma_max) = scales.min(1).tolist(), scales.max(1).tolist()
         ctx.moments = (MOMENT_GAMMA_RANGE[0] <= gamma_min and gamma_max <= MOMENT_GAMMA_RANGE[1]
                        and MOMENT_SIGMA_RANGE[0] <= sigma_min and sigma_max <= MOMENT_SIGMA_RANGE[1])
-        fits = max(-psi_min, psi_max) < TWO_PI  # psi needs no reduction
-        bank, sine = _numpy_kernels.bank2d(values, kh, kw, sine=ctx.moments, psi_reduced=fits)
+        bank, sine = _numpy_kernels.bank2d(values, kh, kw, sine=ctx.moments)
         bank = bank.view(*theta.shape, kh, kw)
         ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine)
         ctx.size, ctx.stored = (kh, kw), stored

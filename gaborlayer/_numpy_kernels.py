@@ -38,18 +38,22 @@ _FLOAT64 = np.dtype(np.float64)
 _DOUBLE_AND_SINGLE = np.array([[2.0], [1.0]])
 
 
-def eligible(*tensors: torch.Tensor) -> bool:
-    """Whether the NumPy kernels may build a bank from ``tensors``: plain CPU tensors of float32 or
-    float64, outside ``torch.compile``, ``torch.jit.trace``, ``torch.fx`` tracing and functorch
-    transforms (which must see torch operations), with no autograd graph to record through them."""
+def eager_cpu(*tensors: torch.Tensor) -> bool:
+    """Whether the NumPy kernels may read ``tensors``: plain CPU tensors of float32 or float64, outside
+    ``torch.compile``, ``torch.jit.trace``, ``torch.fx`` tracing and functorch transforms (which must
+    see torch operations). The moment Function (``_autograd.moments_pay``) asks this too."""
     first = tensors[0]
     if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
         return False
     if any(type(t) not in (torch.Tensor, torch.nn.Parameter) for t in tensors):
         return False  # fake tensors, tensor subclasses
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
     return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or fx_tracing() or functorch_active())
+
+
+def eligible(*tensors: torch.Tensor) -> bool:
+    """Whether the NumPy kernels may build a bank from ``tensors`` (:func:`eager_cpu`) with no autograd
+    graph to record through them."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and eager_cpu(*tensors)
 
 
 def _quiet():
@@ -97,12 +101,12 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)  # a forked child (DataLoader workers) has no pool threads
 
 
-def _each_chunk(work: Callable[[slice], None], parts: list[slice]) -> None:
-    """``work(part)`` for each of ``parts``: in turn where there is one part or torch runs one thread,
-    else spread over ``torch.get_num_threads()`` threads of a pool kept for the purpose (NumPy's ufuncs
-    and matmul release the GIL, so the chunks run in parallel, as torch's own operations would)."""
+def _each_chunk(work: Callable[[slice], None], parts: list[slice], threads: int) -> None:
+    """``work(part)`` for each of ``parts``: in turn where there is one part or one thread, else spread
+    over ``threads`` threads of a pool kept for the purpose (NumPy's ufuncs release the GIL, so the
+    chunks run in parallel, as torch's own operations would)."""
     global _pool
-    threads = min(torch.get_num_threads(), len(parts))
+    threads = min(threads, len(parts))
     if threads <= 1:
         for part in parts:
             work(part)
@@ -114,18 +118,16 @@ def _each_chunk(work: Callable[[slice], None], parts: list[slice]) -> None:
         pass
 
 
-def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False,
-           psi_reduced: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The bank ``K = E cos(phase)`` ``(N, kh, kw)`` from the parameters ``values (5, N)`` (``theta,
     sigma, lambd, gamma, psi``; contiguous, CPU, float32 or float64), and with ``sine`` also ``S = E
-    sin(phase)`` (else ``None``). A psi outside ``(-2 pi, 2 pi)`` is reduced first
-    (``reduced_phase_offset``, which returns one inside it bit for bit); ``psi_reduced``: the caller
-    knows that every psi lies inside."""
+    sin(phase)`` (else ``None``). Where a psi lies outside ``(-2 pi, 2 pi)`` the psis are reduced
+    first (``reduced_phase_offset``, which returns one inside it bit for bit)."""
     filters = values.shape[1]
     bank = values.new_empty((filters, kh, kw))
     sines = values.new_empty((filters, kh, kw)) if sine else None
     v = values.numpy()
-    if not (psi_reduced or np.abs(v[4]).max(initial=0.0) < TWO_PI):
+    if not np.abs(v[4]).max(initial=0.0) < TWO_PI:
         v = v.copy()
         v[4] = reduced_phase_offset(values[4]).numpy()
     outputs = [bank.numpy()] + ([] if sines is None else [sines.numpy()])
@@ -134,12 +136,9 @@ def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False,
         with _quiet():  # (per thread: NumPy's error state is thread-local)
             _bank_chunk(v[:, part], kh, kw, [out[part] for out in outputs])
 
-    parts = _filter_chunks(filters, kh * kw)
-    if values.dtype == torch.float32:
-        _each_chunk(build, parts)
-    else:  # in turn: a float64 bank's sines and cosines are torch's, which run on its threads themselves
-        for part in parts:
-            build(part)
+    # (a float64 bank's chunks in turn: its sines and cosines are torch's, which use torch's threads)
+    threads = torch.get_num_threads() if values.dtype == torch.float32 else 1
+    _each_chunk(build, _filter_chunks(filters, kh * kw), threads)
     return bank, sines
 
 
@@ -231,10 +230,9 @@ def _moment_gradients(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tens
     (x_moments, y_moments, (k_rr, s_1)) = moments.transpose(1, 0, 2)
     theta, sigma, lambd, gamma = values[:4].numpy().astype(np.float64)
     # Into the filter's frame: D = sum G K (x^2 - y^2 + 2i xy) turned by -2 theta, L = sum G S (x + iy)
-    # by -theta, on the rows (D, L). The cosines and sines of (2 theta, theta) in float64 by torch
-    # (NumPy's float64 sine and cosine are scalar code, three times slower).
-    angles = torch.from_numpy(theta * _DOUBLE_AND_SINGLE)
-    cos_a, sin_a = torch.cos(angles).numpy(), torch.sin(angles).numpy()
+    # by -theta, on the rows (D, L), with the cosines and sines of (2 theta, theta) in float64.
+    cos_a, sin_a = np.empty((2, filters)), np.empty((2, filters))
+    _cos_sin(theta * _DOUBLE_AND_SINGLE, cos_a, sin_a)
     d_re, l_re = x_moments * cos_a + y_moments * sin_a
     d_im, l_im = y_moments * cos_a - x_moments * sin_a
     # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D e^{-2i theta})/2, sum G K y'^2 = (T - Re ...)/2.
