@@ -22,9 +22,12 @@ With ``--compile``, also ``nn.Conv2d`` and ``GaborConv2d`` under ``torch.compile
 bank's many small operations into a few loops; the first call of each compiles, during warm-up).
 
 Timing is built to survive a noisy shared machine: all variants of one shape are timed in the same
-rounds, one call each per round, in an order that rotates every round; each round's time is divided
-by the baseline's time in the same round, and the table reports the median of these paired ratios
-(with the interquartile range) next to the median times. ``--breakdown`` adds, for ``GaborConv2d``,
+rounds, one call each per round, in an order shuffled every round. (A rotating order keeps each
+variant behind the same neighbour: a step right after another layer's step pays for its code and
+data coming back into the caches, right after a step of its own much less, so rotation favoured
+whichever variant followed its twin.) Each round's time is divided by the baseline's time in the
+same round, and the table reports the median of these paired ratios (with the interquartile range)
+next to the median times. ``--breakdown`` adds, for ``GaborConv2d``,
 the time of building the bank (forward), of its backward, and of the convolution alone.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import copy
 import datetime
 import platform
+import random
 import statistics
 import sys
 import time
@@ -180,7 +184,7 @@ def measure(fns: dict, now, repeats: int, warmup: int, inner: int) -> dict:
             fns[name]()
     times = {name: [] for name in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]  # rotate: no variant always goes first
+        order = random.Random(r).sample(names, len(names))  # shuffled: no variant always behind the same one
         for name in order:
             t0 = now()
             for _ in range(inner):

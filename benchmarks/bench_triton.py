@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import sys
 import time
@@ -49,7 +50,8 @@ TARGET_SHAPE = (256, 256, 7, 7)
 def interleaved_ms(fns: dict, device: torch.device, min_run_time: float, clock: str = "wall",
                    rounds: int = 7) -> dict:
     """Median ms per call of each of ``fns``, timed in interleaved rounds (one batch of calls of
-    each per round, the order rotating), so that a shared machine's load falls on all alike.
+    each per round, in an order shuffled every round), so that a shared machine's load falls on all
+alike and no variant always runs behind the same one (whose traces in the caches it would meet).
     ``clock="cpu"``: process CPU time (with one thread, not counting waits for a core)."""
     now = time.process_time if clock == "cpu" else time.perf_counter
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -63,7 +65,7 @@ def interleaved_ms(fns: dict, device: torch.device, min_run_time: float, clock: 
         calls[name] = max(1, int(min_run_time / rounds / max(time.perf_counter() - t0, 1e-6)))
     names, times = list(fns), {name: [] for name in fns}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in random.Random(r).sample(names, len(names)):
             t0 = now()
             for _ in range(calls[name]):
                 fns[name]()

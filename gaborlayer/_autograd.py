@@ -19,6 +19,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 from . import _numpy_kernels
 from ._checks import LAMBD_FLOOR
@@ -268,15 +269,21 @@ def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return exps + floors, torch.ops.aten.hardtanh_backward(exps, logs, -LOG_LIMIT, LOG_LIMIT)
 
 
-def _values(theta, sigma, lambd, gamma, psi, stored: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The filters' values ``(5, N)`` from the Function's inputs, and with ``stored`` (the second to
-    fourth inputs a layer's log-parameters, read by :func:`_read_stored`) the derivatives of the
-    three values by their stored numbers ``(3, N)`` (else ``None``)."""
+def _values(theta, sigma, lambd, gamma, psi, stored: bool, chain: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The filters' values ``(5, N)`` from the Function's inputs; with ``stored`` the second to fourth
+    inputs are a layer's log-parameters, read as :func:`_read_stored` reads them (the same values
+    to the bit, in three operations in place), and with ``chain`` too the derivatives of those
+    three values by their stored numbers ``(3, N)`` (else ``None``). Not differentiable."""
     values = torch.stack([theta, sigma, lambd, gamma, psi]).view(5, -1)
     if not stored:
         return values, None
-    values[1:4], chain = _read_stored(values[1:4])
-    return values, chain
+    logs = F.hardtanh_(values[1:4], -LOG_LIMIT, LOG_LIMIT)
+    # (hardtanh's backward on the clamped numbers is its backward on the stored ones: both are 0 at
+    # and beyond the bounds)
+    derivatives = torch.ops.aten.hardtanh_backward(logs.exp(), logs, -LOG_LIMIT, LOG_LIMIT) if chain else None
+    logs.exp_()
+    values[2] += LAMBD_FLOOR
+    return values, derivatives
 
 
 class _MomentBody(torch.autograd.Function):
@@ -321,7 +328,7 @@ class _MomentBody(torch.autograd.Function):
                 grads[1:4] = chain * torch.stack(grads[1:4])
             grads = [g.view(inputs[0].shape) for g in grads]
         else:
-            values, chain = _values(*inputs, ctx.stored)  # as in the forward, to the bit
+            values, chain = _values(*inputs, ctx.stored, chain=True)  # as in the forward, to the bit
             if ctx.moments:
                 grads = _numpy_kernels.moment_gradients2d(grad, values, bank, sine)
             else:

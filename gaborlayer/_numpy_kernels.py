@@ -12,9 +12,8 @@ same to the bit in training and in eval. Everywhere else the PyTorch formula
 the results are ordinary, resizable torch tensors.
 
 The formulas are those of ``_autograd`` (derivations in docs/math.md): the phase and the rotated
-coordinates are per-column plus per-row terms, the carrier ``exp(i phase)`` is the product of a
-column factor and a row factor, the envelope's scaled coordinates divide the bounded ``x'`` and
-``y'`` by sigma (a tiny sigma gives exact zeros, never ``0 * inf``); overflow to ``inf`` and
+coordinates are per-column plus per-row terms (the cosine and sine are taken of the summed phase),
+the envelope's scaled coordinates divide the bounded ``x'`` and ``y'`` by sigma (a tiny sigma gives exact zeros, never ``0 * inf``); overflow to ``inf`` and
 underflow to 0 are the intended results there, so NumPy's floating-point warnings are silenced
 inside the kernels only.
 """
@@ -35,7 +34,6 @@ from ._reference import reduced_phase_offset
 TWO_PI = 2 * math.pi
 CHUNK_ELEMENTS = 1 << 18
 _FLOAT64 = np.dtype(np.float64)
-_DOUBLE_AND_SINGLE = np.array([[2.0], [1.0]])
 
 
 def eager_cpu(*tensors: torch.Tensor) -> bool:
@@ -61,11 +59,12 @@ def _quiet():
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, torch.Tensor]:
+def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """The per-tap table ``(6, m, 1)`` of ``(2 pi x, 2 pi y, x, -x, y, y)`` in ``dtype``, with
-    ``m = max(kh, kw)`` (the shorter coordinate padded with zeros, whose terms are never read), and
-    the float64 ``(2, 3, P)`` tensor of weights that turn ``G K`` and ``G S`` (taps in row-major order) into
-    the moments ``(x^2 - y^2, 2 x y, x^2 + y^2)`` and ``(x, y, 1)``."""
+    ``m = max(kh, kw)`` (the shorter coordinate padded with zeros, whose terms are never read), the
+    float64 ``(2, 3, P)`` tensor of weights that turn ``G K`` and ``G S`` (taps in row-major order) into
+    the moments ``(x^2 - y^2, 2 x y, x^2 + y^2)`` and ``(x, y, 1)``, and the same six weights as the
+    columns of a ``(P, 6)`` array."""
     m = max(kh, kw)
     x, y = np.zeros(m), np.zeros(m)
     x[:kw] = np.arange(kw) - (kw - 1) / 2
@@ -74,8 +73,9 @@ def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, torch.Tensor
     tx, ty = np.broadcast_to(x[None, :kw], (kh, kw)).ravel(), np.broadcast_to(y[:kh, None], (kh, kw)).ravel()
     weights = np.stack([np.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty]),
                         np.stack([tx, ty, np.ones_like(tx)])])
-    table.flags.writeable = False
-    return table, torch.from_numpy(weights)
+    columns = np.ascontiguousarray(weights.reshape(6, kh * kw).T)
+    table.flags.writeable = columns.flags.writeable = False
+    return table, torch.from_numpy(weights), columns
 
 
 def _filter_chunks(filters: int, taps: int) -> list[slice]:
@@ -142,17 +142,19 @@ def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False) -> tup
     return bank, sines
 
 
-def _cos_sin(angles: np.ndarray, cos_out: np.ndarray, sin_out: np.ndarray) -> None:
-    """Cosines and sines of ``angles`` into the two arrays: NumPy's in float32 (vectorised), torch's
-    in float64 (NumPy's float64 sine and cosine are scalar code: 4.1 against 0.9 ms for 220,000
-    values, one thread)."""
+def _cos_sin(angles: np.ndarray, cos_out: np.ndarray, sin_out: np.ndarray | None = None) -> None:
+    """Cosines (and, given ``sin_out``, then sines) of ``angles`` into the arrays (``sin_out`` may be
+    ``angles`` itself): NumPy's in float32 (vectorised), torch's in float64 (NumPy's float64 sine
+    and cosine are scalar code: 4.1 against 0.9 ms for 220,000 values, one thread)."""
     if angles.dtype == np.float32:
         np.cos(angles, out=cos_out)
-        np.sin(angles, out=sin_out)
+        if sin_out is not None:
+            np.sin(angles, out=sin_out)
     else:
         wide = torch.from_numpy(angles)
         torch.cos(wide, out=torch.from_numpy(cos_out))
-        torch.sin(wide, out=torch.from_numpy(sin_out))
+        if sin_out is not None:
+            torch.sin(wide, out=torch.from_numpy(sin_out))
 
 
 def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> None:
@@ -168,10 +170,7 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
     per_filter[4:6] = per_filter[3:1:-1]
     terms = per_filter * table  # (6, m, n), the filter index contiguous
     terms[0] += psi
-    # exp(i phase) = exp(i alpha) exp(i beta): the column and row factors, multiplied per tap.
-    factors = np.empty((2, *terms.shape[1:]), np.complex64 if v.dtype == np.float32 else np.complex128)
-    _cos_sin(terms[:2], factors.real, factors.imag)
-    carrier = factors[0, None, :kw] * factors[1, :kh, None]  # (kh, kw, n)
+    phase = terms[0, None, :kw] + terms[1, :kh, None]  # (kh, kw, n)
     scaled = terms[2:4, None, :kw] + terms[4:6, :kh, None]  # (2, kh, kw, n): x', y'
     scaled /= sigma
     a, b = scaled
@@ -181,10 +180,14 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
     a += b
     a *= -0.5
     envelope = np.exp(a, out=a)
-    # Into (n, kh, kw) through transposed views: no separate transposing copy.
-    np.multiply(carrier.real, envelope, out=outputs[0].transpose(1, 2, 0))
+    # Into (n, kh, kw) through transposed views: no separate transposing copy. The cosines and
+    # sines of the kh kw n phases, contiguous, are vectorised; those of the column and row terms
+    # alone (fewer angles) would need a product of strided complex factors, which costs more.
+    cosines = b
+    _cos_sin(phase, cosines, phase if len(outputs) > 1 else None)
+    np.multiply(cosines, envelope, out=outputs[0].transpose(1, 2, 0))
     if len(outputs) > 1:
-        np.multiply(carrier.imag, envelope, out=outputs[1].transpose(1, 2, 0))
+        np.multiply(phase, envelope, out=outputs[1].transpose(1, 2, 0))
 
 
 def _moment_sums(g: torch.Tensor, k: torch.Tensor, s: torch.Tensor, kh: int, kw: int) -> np.ndarray:
@@ -194,13 +197,14 @@ def _moment_sums(g: torch.Tensor, k: torch.Tensor, s: torch.Tensor, kh: int, kw:
     its BLAS share the cores (NumPy's BLAS in the chunk pool's threads would compete with them:
     256 x 256 x 7 x 7 on 2 threads, 21 ms against 13)."""
     filters, taps = k.shape
-    weights = _tables(kh, kw, _FLOAT64)[1]
+    _, weights, columns = _tables(kh, kw, _FLOAT64)
     parts = _filter_chunks(filters, taps)
-    if len(parts) == 1:
+    if len(parts) == 1:  # one (2N, P) @ (P, 6) product (half of it unused): a plain BLAS call
         products = np.empty((2, filters, taps))
         np.multiply(g.numpy(), k.numpy(), out=products[0], dtype=np.float64)
         np.multiply(g.numpy(), s.numpy(), out=products[1], dtype=np.float64)
-        return np.matmul(weights.numpy(), products.transpose(0, 2, 1))
+        both = (products.reshape(2 * filters, taps) @ columns).reshape(2, filters, 6)
+        return np.stack([both[0, :, :3], both[1, :, 3:]]).transpose(0, 2, 1)
     moments = torch.empty((2, 3, filters), dtype=torch.float64)
     for part in parts:
         products = torch.empty((2, k[part].shape[0], taps), dtype=torch.float64)
@@ -230,9 +234,12 @@ def _moment_gradients(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tens
     (x_moments, y_moments, (k_rr, s_1)) = moments.transpose(1, 0, 2)
     theta, sigma, lambd, gamma = values[:4].numpy().astype(np.float64)
     # Into the filter's frame: D = sum G K (x^2 - y^2 + 2i xy) turned by -2 theta, L = sum G S (x + iy)
-    # by -theta, on the rows (D, L), with the cosines and sines of (2 theta, theta) in float64.
+    # by -theta, on the rows (D, L), with the cosines and sines of (2 theta, theta) in float64 (of
+    # 2 theta by the double-angle formulas: a few roundings of 1).
     cos_a, sin_a = np.empty((2, filters)), np.empty((2, filters))
-    _cos_sin(theta * _DOUBLE_AND_SINGLE, cos_a, sin_a)
+    _cos_sin(theta, cos_a[1], sin_a[1])
+    np.multiply(cos_a[1] - sin_a[1], cos_a[1] + sin_a[1], out=cos_a[0])
+    np.multiply(2 * sin_a[1], cos_a[1], out=sin_a[0])
     d_re, l_re = x_moments * cos_a + y_moments * sin_a
     d_im, l_im = y_moments * cos_a - x_moments * sin_a
     # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D e^{-2i theta})/2, sum G K y'^2 = (T - Re ...)/2.
