@@ -269,7 +269,8 @@ def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return exps + floors, torch.ops.aten.hardtanh_backward(exps, logs, -LOG_LIMIT, LOG_LIMIT)
 
 
-def _values(theta, sigma, lambd, gamma, psi, stored: bool, chain: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _values(theta, sigma, lambd, gamma, psi, stored: bool,
+            chain: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The filters' values ``(5, N)`` from the Function's inputs; with ``stored`` the second to fourth
     inputs are a layer's log-parameters, read as :func:`_read_stored` reads them (the same values
     to the bit, in three operations in place), and with ``chain`` too the derivatives of those

@@ -13,8 +13,9 @@ the results are ordinary, resizable torch tensors.
 
 The formulas are those of ``_autograd`` (derivations in docs/math.md): the phase and the rotated
 coordinates are per-column plus per-row terms (the cosine and sine are taken of the summed phase),
-the envelope's scaled coordinates divide the bounded ``x'`` and ``y'`` by sigma (a tiny sigma gives exact zeros, never ``0 * inf``); overflow to ``inf`` and
-underflow to 0 are the intended results there, so NumPy's floating-point warnings are silenced
+the envelope's scaled coordinates divide the bounded ``x'`` and ``y'`` by sigma (a tiny sigma gives
+exact zeros, never ``0 * inf``); overflow to ``inf`` and underflow to 0 are the intended results
+there, so NumPy's floating-point warnings are silenced
 inside the kernels only.
 """
 from __future__ import annotations
