@@ -12,10 +12,10 @@ same to the bit in training and in eval. Everywhere else the PyTorch formula
 the results are ordinary, resizable torch tensors.
 
 The formulas are those of ``_autograd`` (derivations in docs/math.md): the phase and the rotated
-coordinates are per-column plus per-row terms (the cosine and sine are taken of the summed phase),
-the envelope's scaled coordinates divide the bounded ``x'`` and ``y'`` by sigma (a tiny sigma gives
-exact zeros, never ``0 * inf``); overflow to ``inf`` and underflow to 0 are the intended results
-there, so NumPy's floating-point warnings are silenced
+coordinates are per-column plus per-row terms, the carrier ``exp(i phase)`` is the product of a
+column factor and a row factor, the envelope's scaled coordinates divide the bounded ``x'`` and
+``y'`` by sigma (a tiny sigma gives exact zeros, never ``0 * inf``); overflow to ``inf`` and
+underflow to 0 are the intended results there, so NumPy's floating-point warnings are silenced
 inside the kernels only.
 """
 from __future__ import annotations
@@ -143,19 +143,17 @@ def bank2d(values: torch.Tensor, kh: int, kw: int, *, sine: bool = False) -> tup
     return bank, sines
 
 
-def _cos_sin(angles: np.ndarray, cos_out: np.ndarray, sin_out: np.ndarray | None = None) -> None:
-    """Cosines (and, given ``sin_out``, then sines) of ``angles`` into the arrays (``sin_out`` may be
-    ``angles`` itself): NumPy's in float32 (vectorised), torch's in float64 (NumPy's float64 sine
-    and cosine are scalar code: 4.1 against 0.9 ms for 220,000 values, one thread)."""
+def _cos_sin(angles: np.ndarray, cos_out: np.ndarray, sin_out: np.ndarray) -> None:
+    """Cosines and sines of ``angles`` into the two arrays: NumPy's in float32 (vectorised), torch's
+    in float64 (NumPy's float64 sine and cosine are scalar code: 4.1 against 0.9 ms for 220,000
+    values, one thread)."""
     if angles.dtype == np.float32:
         np.cos(angles, out=cos_out)
-        if sin_out is not None:
-            np.sin(angles, out=sin_out)
+        np.sin(angles, out=sin_out)
     else:
         wide = torch.from_numpy(angles)
         torch.cos(wide, out=torch.from_numpy(cos_out))
-        if sin_out is not None:
-            torch.sin(wide, out=torch.from_numpy(sin_out))
+        torch.sin(wide, out=torch.from_numpy(sin_out))
 
 
 def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> None:
@@ -171,7 +169,12 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
     per_filter[4:6] = per_filter[3:1:-1]
     terms = per_filter * table  # (6, m, n), the filter index contiguous
     terms[0] += psi
-    phase = terms[0, None, :kw] + terms[1, :kh, None]  # (kh, kw, n)
+    # exp(i phase) = exp(i alpha) exp(i beta): the column and row factors, multiplied per tap. (The
+    # cosines and sines of the kh kw n summed phases, contiguous, were 1.5x as fast at 4096 3 x 3
+    # filters but 4.7x as slow at 96 15 x 15 and 7.7x at 96 31 x 31: docs/benchmarks.md.)
+    factors = np.empty((2, *terms.shape[1:]), np.complex64 if v.dtype == np.float32 else np.complex128)
+    _cos_sin(terms[:2], factors.real, factors.imag)
+    carrier = factors[0, None, :kw] * factors[1, :kh, None]  # (kh, kw, n)
     scaled = terms[2:4, None, :kw] + terms[4:6, :kh, None]  # (2, kh, kw, n): x', y'
     scaled /= sigma
     a, b = scaled
@@ -181,14 +184,10 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
     a += b
     a *= -0.5
     envelope = np.exp(a, out=a)
-    # Into (n, kh, kw) through transposed views: no separate transposing copy. The cosines and
-    # sines of the kh kw n phases, contiguous, are vectorised; those of the column and row terms
-    # alone (fewer angles) would need a product of strided complex factors, which costs more.
-    cosines = b
-    _cos_sin(phase, cosines, phase if len(outputs) > 1 else None)
-    np.multiply(cosines, envelope, out=outputs[0].transpose(1, 2, 0))
+    # Into (n, kh, kw) through transposed views: no separate transposing copy.
+    np.multiply(carrier.real, envelope, out=outputs[0].transpose(1, 2, 0))
     if len(outputs) > 1:
-        np.multiply(phase, envelope, out=outputs[1].transpose(1, 2, 0))
+        np.multiply(carrier.imag, envelope, out=outputs[1].transpose(1, 2, 0))
 
 
 def _moment_sums(g: torch.Tensor, k: torch.Tensor, s: torch.Tensor, kh: int, kw: int) -> np.ndarray:
