@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _numpy_kernels
+from . import _cpu_kernels
 from ._checks import LAMBD_FLOOR
 from ._compat import forward_ad_active, functorch_active, fx_tracing
 from ._reference import reduced_phase_offset, sampling_grid1d, sampling_grid2d, sampling_grid3d
@@ -60,7 +60,7 @@ def _terms2d(theta, sigma, lambd, gamma, psi, kh, kw):
 
 def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> torch.Tensor:
     """The bank ``K = E cos(phase)`` as ``(P, N)`` (taps, filters) in PyTorch operations: the plain
-    forward wherever the NumPy kernel (``gaborlayer._numpy_kernels``, the same formula) does not run
+    forward wherever the NumPy kernel (``gaborlayer._cpu_kernels``, the same formula) does not run
     -- under torch.compile, fx and jit tracing, functorch transforms, on other devices.
 
     ``x' = x cos + y sin``, ``y' = y cos - x sin`` and the phase ``2 pi x'/lambd + psi`` are each
@@ -98,9 +98,9 @@ def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> torch.Te
 
 def gabor_kernel2d_forward(params, size):
     """Bank ``(N, kh, kw)`` from ``params = (theta, sigma, lambd, gamma, psi)``, each ``(N,)``: by the
-    NumPy kernel where :func:`gaborlayer._numpy_kernels.eligible`, else by PyTorch operations."""
-    if _numpy_kernels.eligible(*params):
-        return _numpy_kernels.bank2d(torch.stack(params), *size)[0]
+    NumPy kernel where :func:`gaborlayer._cpu_kernels.eligible`, else by PyTorch operations."""
+    if _cpu_kernels.eligible(*params):
+        return _cpu_kernels.bank2d(torch.stack(params), *size)[0]
     bank = _bank_terms2d(*params, *size)
     # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
     # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
@@ -206,16 +206,17 @@ def gabor_kernel2d_jvp(params, tangents, size):
 # over the taps p at pixel coordinates (x, y), with G the incoming gradient, K = E cos(phase) the
 # bank and S = E sin(phase): dK/dtheta, dK/dsigma and dK/dgamma are K times quadratic forms in the
 # rotated coordinates (x', y'), dK/dlambd and dK/dpsi are S times x' and 1, and a quadratic form in
-# (x', y') is one in (x, y) with per-filter coefficients. So the backward is two products, one
-# batched (2, 3, P) @ (2, P, N) matmul and O(N) algebra: no transcendental function of the bank, no
+# (x', y') is one in (x, y) with per-filter coefficients. So the backward is one pass over G, K and S
+# that sums the six moments, and O(N) algebra: no transcendental function of the bank, no
 # recomputation. The forward keeps S for it (one bank more than the parameters; K is the output).
 # Rotating the moments into the filter's frame cancels (x'^2 = c^2 x^2 + 2cs xy + s^2 y^2 is small
 # where x^2 and y^2 are not, for an elongated envelope): the products, moments and that algebra run
 # in float64, where the cancellation costs a relative max(gamma, 1/gamma)^2 * 1e-16 of
 # sum |G K| r^2, so the moments are used only for gamma within MOMENT_GAMMA_RANGE (and a sigma
 # within MOMENT_SIGMA_RANGE, where 1/sigma is finite and no scaled coordinate overflows); outside it
-# the Function keeps no S and its backward is the plain one. Both kernels, the bank with S and the
-# moment gradients, are NumPy's (gaborlayer._numpy_kernels). Under create_graph, torch.compile, fx,
+# the Function keeps no S and its backward is the plain one. The bank with S is NumPy's, the moment
+# gradients a loop compiled by numba (gaborlayer._cpu_kernels; where numba is missing, moments_pay is
+# False and the plain Function runs). Under create_graph, torch.compile, fx,
 # functorch, forward-mode AD and on non-CPU devices, GaborKernel2d takes its own path (the
 # parameters alone saved, everything recomputed).
 MOMENT_GAMMA_RANGE = (1 / 64, 64.0)
@@ -256,7 +257,8 @@ def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
     checked inside the Function, which falls back to the plain backward outside it."""
     if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
         return False
-    return params[0].numel() > 0 and not forward_ad_active() and _numpy_kernels.eager_cpu(*params)
+    return (params[0].numel() > 0 and not forward_ad_active() and _cpu_kernels.eager_cpu(*params)
+            and _cpu_kernels.moment_kernel() is not None)
 
 
 def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +312,7 @@ class _MomentBody(torch.autograd.Function):
         (sigma_min, _, gamma_min), (sigma_max, _, gamma_max) = scales.min(1).tolist(), scales.max(1).tolist()
         ctx.moments = (MOMENT_GAMMA_RANGE[0] <= gamma_min and gamma_max <= MOMENT_GAMMA_RANGE[1]
                        and MOMENT_SIGMA_RANGE[0] <= sigma_min and sigma_max <= MOMENT_SIGMA_RANGE[1])
-        bank, sine = _numpy_kernels.bank2d(values, kh, kw, sine=ctx.moments)
+        bank, sine = _cpu_kernels.bank2d(values, kh, kw, sine=ctx.moments)
         bank = bank.view(*theta.shape, kh, kw)
         ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine)
         ctx.size, ctx.stored = (kh, kw), stored
@@ -328,13 +330,13 @@ class _MomentBody(torch.autograd.Function):
             if ctx.stored:
                 grads[1:4] = chain * torch.stack(grads[1:4])
             grads = [g.view(inputs[0].shape) for g in grads]
+        elif ctx.moments:  # the compiled moment kernel reads the stored parameters itself
+            params = torch.stack(inputs).view(5, -1)
+            grads = _cpu_kernels.moment_gradients2d(grad, params, bank, sine, ctx.stored)
+            grads = (grads if inputs[0].dim() == 1 else grads.view(5, *inputs[0].shape)).unbind()
         else:
             values, chain = _values(*inputs, ctx.stored, chain=True)  # as in the forward, to the bit
-            if ctx.moments:
-                grads = _numpy_kernels.moment_gradients2d(grad, values, bank, sine)
-            else:
-                grads = torch.stack(gabor_kernel2d_backward(grad.reshape(-1, *size), values.unbind(), size,
-                                                            (True,) * 5))
+            grads = torch.stack(gabor_kernel2d_backward(grad.reshape(-1, *size), values.unbind(), size, (True,) * 5))
             if ctx.stored:
                 grads[1:4] *= chain
             grads = (grads if inputs[0].dim() == 1 else grads.view(5, *inputs[0].shape)).unbind()

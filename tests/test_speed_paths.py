@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gaborlayer import GaborConv2d, gabor_kernel2d
 from gaborlayer import _autograd as ag
-from gaborlayer import _numpy_kernels as numpy_kernels
+from gaborlayer import _cpu_kernels as cpu_kernels
 from gaborlayer._autograd import MOMENT_GAMMA_RANGE, MOMENT_SIGMA_RANGE, GaborKernel2d
 from gaborlayer._reference import gabor_kernel2d_reference
 
@@ -317,6 +317,26 @@ def test_the_folded_layer_at_the_clamp_bounds_and_beyond():
     assert got[1][0, 0] == 0 and got[3][1, 0] == 0 and got[2][2, 1] == 0
 
 
+def test_the_compiled_kernel_reads_lambd_at_its_clamp_bound_and_beyond():
+    """On the moment path (sigma and gamma inside its ranges) a log_lambd_excess at or beyond the
+    clamp's bound gets a gradient of exactly 0, and the rest are the unfolded bank's."""
+    conv = _layer()
+    with torch.no_grad():
+        conv.log_lambd_excess[0, 0] = 80.0
+        conv.log_lambd_excess[1, 2] = 200.0
+        conv.log_lambd_excess[2, 1] = -1e4
+    bank = conv.weight
+    assert path(bank) == MOMENTS
+    grad = torch.randn(bank.shape, dtype=torch.float64)
+    stored = [conv.theta, conv.log_sigma, conv.log_lambd_excess, conv.log_gamma, conv.psi]
+    got = torch.autograd.grad(bank, stored, grad)
+    want = torch.autograd.grad(_unfolded_bank(conv), stored, grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+    assert got[2][0, 0] == 0 and got[2][1, 2] == 0 and got[2][2, 1] == 0
+    assert (got[2].count_nonzero() == got[2].numel() - 3)
+
+
 def test_the_folded_layer_double_backward():
     conv = _layer(amplitude=0.7)
     stored = tuple(p.detach().clone().requires_grad_() for p in (conv.theta, conv.log_sigma, conv.log_lambd_excess,
@@ -341,8 +361,8 @@ def test_the_chunked_moment_path_is_the_unchunked_one(dtype, monkeypatch):
     whole = GaborKernel2d.apply(*p, 3, 5)
     grad = torch.randn(whole.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     want = torch.autograd.grad(whole, p, grad)
-    monkeypatch.setattr(numpy_kernels, "CHUNK_ELEMENTS", 64 * 15)
-    assert len(numpy_kernels._filter_chunks(200, 15)) == 4
+    monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
+    assert len(cpu_kernels._filter_chunks(200, 15)) == 4
     q = [t.detach().clone().requires_grad_() for t in p]
     bank = GaborKernel2d.apply(*q, 3, 5)
     assert path(bank) == MOMENTS

@@ -1,4 +1,4 @@
-"""The 2-D bank and its moment gradients as NumPy kernels: the eager CPU path.
+"""The eager CPU kernels of the 2-D bank: the bank in NumPy, its moment gradients compiled by numba.
 
 On a CPU a small layer's bank is a few dozen elementwise passes over ~10^4 numbers, so each
 operation's fixed cost, not its arithmetic, sets the speed: a PyTorch operation costs 1-6 us of
@@ -10,6 +10,15 @@ the bank here: the plain Function's forward and the moment Function alike, so a 
 same to the bit in training and in eval. Everywhere else the PyTorch formula
 (``_autograd._bank_terms2d``) runs. Every array here is a view of a tensor that torch allocated, so
 the results are ordinary, resizable torch tensors.
+
+The moment gradients (:func:`moment_gradients2d`) are one loop over the filters and their taps,
+compiled by numba (:func:`moment_kernel`: LLVM comes with numba, so no compiler is needed; the
+compilation takes about a second on the first training step of a process). Inside a training step
+every call into a library pays for its code and data coming back into the CPU's caches (tens of
+microseconds each, after the convolution's step), so one compiled call does the six moment sums
+and the per-filter algebra that took two dozen NumPy and ATen calls (docs/benchmarks.md, "Fifth
+pass"). The bank itself stays NumPy's: a compiled loop takes a scalar ``exp`` per tap, and NumPy's
+vectorised ones are several times faster.
 
 The formulas are those of ``_autograd`` (derivations in docs/math.md): the phase and the rotated
 coordinates are per-column plus per-row terms, the carrier ``exp(i phase)`` is the product of a
@@ -29,12 +38,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ._checks import LAMBD_FLOOR
 from ._compat import functorch_active, fx_tracing
 from ._reference import reduced_phase_offset
+from ._storage import LOG_LIMIT
 
 TWO_PI = 2 * math.pi
 CHUNK_ELEMENTS = 1 << 18
-_FLOAT64 = np.dtype(np.float64)
 
 
 def eager_cpu(*tensors: torch.Tensor) -> bool:
@@ -60,23 +70,16 @@ def _quiet():
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(kh: int, kw: int, dtype: np.dtype) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+def _tables(kh: int, kw: int, dtype: np.dtype) -> np.ndarray:
     """The per-tap table ``(6, m, 1)`` of ``(2 pi x, 2 pi y, x, -x, y, y)`` in ``dtype``, with
-    ``m = max(kh, kw)`` (the shorter coordinate padded with zeros, whose terms are never read), the
-    float64 ``(2, 3, P)`` tensor of weights that turn ``G K`` and ``G S`` (taps in row-major order) into
-    the moments ``(x^2 - y^2, 2 x y, x^2 + y^2)`` and ``(x, y, 1)``, and the same six weights as the
-    columns of a ``(P, 6)`` array."""
+    ``m = max(kh, kw)`` (the shorter coordinate padded with zeros, whose terms are never read)."""
     m = max(kh, kw)
     x, y = np.zeros(m), np.zeros(m)
     x[:kw] = np.arange(kw) - (kw - 1) / 2
     y[:kh] = np.arange(kh) - (kh - 1) / 2
     table = np.stack([TWO_PI * x, TWO_PI * y, x, -x, y, y]).reshape(6, m, 1).astype(dtype)
-    tx, ty = np.broadcast_to(x[None, :kw], (kh, kw)).ravel(), np.broadcast_to(y[:kh, None], (kh, kw)).ravel()
-    weights = np.stack([np.stack([tx * tx - ty * ty, 2 * tx * ty, tx * tx + ty * ty]),
-                        np.stack([tx, ty, np.ones_like(tx)])])
-    columns = np.ascontiguousarray(weights.reshape(6, kh * kw).T)
-    table.flags.writeable = columns.flags.writeable = False
-    return table, torch.from_numpy(weights), columns
+    table.flags.writeable = False
+    return table
 
 
 def _filter_chunks(filters: int, taps: int) -> list[slice]:
@@ -160,7 +163,7 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
     """Write ``K`` (and ``S``) of the filters ``v (5, n)`` into ``outputs``, each ``(n, kh, kw)``."""
     theta, sigma, lambd, gamma, psi = v
     n = theta.shape[0]
-    table = _tables(kh, kw, v.dtype)[0]
+    table = _tables(kh, kw, v.dtype)
     # Per filter (cos/lambd, sin/lambd, cos, sin, sin, cos) times the table: the phase's column and
     # row terms (2 pi x cos/lambd, 2 pi y sin/lambd), x cos and -x sin per column, y sin and y cos per row.
     per_filter = np.empty((6, 1, n), v.dtype)
@@ -190,67 +193,84 @@ def _bank_chunk(v: np.ndarray, kh: int, kw: int, outputs: list[np.ndarray]) -> N
         np.multiply(carrier.imag, envelope, out=outputs[1].transpose(1, 2, 0))
 
 
-def _moment_sums(g: torch.Tensor, k: torch.Tensor, s: torch.Tensor, kh: int, kw: int) -> np.ndarray:
-    """The six moment sums ``(2, 3, N)`` (float64) of the incoming gradient ``g``, ``K`` and ``S``,
-    each ``(N, P)``; every product is exact (both factors in float64). A bank of one chunk in NumPy
-    (the lowest cost per call); a larger one by torch operations, chunk by chunk: torch's threads and
-    its BLAS share the cores (NumPy's BLAS in the chunk pool's threads would compete with them:
-    256 x 256 x 7 x 7 on 2 threads, 21 ms against 13)."""
-    filters, taps = k.shape
-    _, weights, columns = _tables(kh, kw, _FLOAT64)
-    parts = _filter_chunks(filters, taps)
-    if len(parts) == 1:  # one (2N, P) @ (P, 6) product (half of it unused): a plain BLAS call
-        products = np.empty((2, filters, taps))
-        np.multiply(g.numpy(), k.numpy(), out=products[0], dtype=np.float64)
-        np.multiply(g.numpy(), s.numpy(), out=products[1], dtype=np.float64)
-        both = (products.reshape(2 * filters, taps) @ columns).reshape(2, filters, 6)
-        return np.stack([both[0, :, :3], both[1, :, 3:]]).transpose(0, 2, 1)
-    moments = torch.empty((2, 3, filters), dtype=torch.float64)
-    for part in parts:
-        products = torch.empty((2, k[part].shape[0], taps), dtype=torch.float64)
-        products[0].copy_(k[part])
-        products[1].copy_(s[part])
-        products.mul_(g[part])
-        torch.matmul(weights, products.transpose(1, 2), out=moments[:, :, part])
-    return moments.numpy()
+def _moment_loop(grad, bank, sine, params, stored, out):  # pragma: no cover - compiled by numba
+    """The five parameter gradients of each filter into ``out (5, n)`` from the incoming gradient
+    ``G``, ``K`` and ``S``, each ``(n, kh, kw)``, and the Function's inputs ``params (5, n)`` (with
+    ``stored`` the second to fourth a layer's log-parameters, read as exp of their clamp and lambd
+    above its floor, and their gradients multiplied by the derivative of that read: the exp inside
+    the clamp's bounds, 0 at and beyond them). Everything in float64: the products G K and G S are
+    exact, the six moments
+        sum G K (x^2 - y^2),  sum G K 2xy,  sum G K (x^2 + y^2),  sum G S x,  sum G S y,  sum G S
+    are rotated into the filter's frame (by -2 theta and -theta, the cosines and sines of 2 theta
+    by the double-angle formulas) and combined (see the comment above ``_autograd._MomentBody``).
+    Compiled by numba (:func:`moment_kernel`): one pass over the three banks, no temporaries."""
+    filters, kh, kw = sine.shape
+    for n in range(filters):
+        d_x = d_y = k_rr = l_x = l_y = s_1 = 0.0
+        for i in range(kh):
+            y = i - (kh - 1) / 2
+            for j in range(kw):
+                x = j - (kw - 1) / 2
+                g = np.float64(grad[n, i, j])  # (numba's float() keeps a float32 a float32)
+                gk = g * np.float64(bank[n, i, j])
+                gs = g * np.float64(sine[n, i, j])
+                d_x += gk * (x * x - y * y)
+                d_y += gk * (2 * x * y)
+                k_rr += gk * (x * x + y * y)
+                l_x += gs * x
+                l_y += gs * y
+                s_1 += gs
+        theta, sigma, lambd, gamma = (np.float64(params[0, n]), np.float64(params[1, n]), np.float64(params[2, n]),
+                                      np.float64(params[3, n]))
+        d_sigma = d_lambd = d_gamma = 1.0
+        if stored:
+            e_sigma = math.exp(min(max(sigma, -LOG_LIMIT), LOG_LIMIT))
+            e_lambd = math.exp(min(max(lambd, -LOG_LIMIT), LOG_LIMIT))
+            e_gamma = math.exp(min(max(gamma, -LOG_LIMIT), LOG_LIMIT))
+            d_sigma = e_sigma if -LOG_LIMIT < sigma < LOG_LIMIT else 0.0
+            d_lambd = e_lambd if -LOG_LIMIT < lambd < LOG_LIMIT else 0.0
+            d_gamma = e_gamma if -LOG_LIMIT < gamma < LOG_LIMIT else 0.0
+            sigma, lambd, gamma = e_sigma, LAMBD_FLOOR + e_lambd, e_gamma
+        c, s = math.cos(theta), math.sin(theta)
+        c2, s2 = (c - s) * (c + s), 2 * s * c
+        d_re, d_im = d_x * c2 + d_y * s2, d_y * c2 - d_x * s2  # D = sum G K (x + iy)^2, turned by -2 theta
+        l_re, l_im = l_x * c + l_y * s, l_y * c - l_x * s  # L = sum G S (x + iy), turned by -theta
+        # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D')/2, sum G K y'^2 = (T - Re D')/2.
+        half_var, wave = 0.5 / (sigma * sigma), TWO_PI / lambd
+        across = gamma * gamma * half_var
+        y_sq, x_sq = k_rr - d_re, k_rr + d_re  # twice sum G K y'^2 and twice sum G K x'^2
+        out[0, n] = (across - half_var) * d_im - wave * l_im  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
+        out[1, n] = (across * y_sq + half_var * x_sq) / sigma * d_sigma  # K (x'^2 + gamma^2 y'^2)/sigma^3
+        out[2, n] = wave / lambd * l_re * d_lambd  # S 2 pi x'/lambd^2
+        out[3, n] = -gamma * half_var * y_sq * d_gamma  # -K gamma y'^2/sigma^2
+        out[4, n] = -s_1  # -S
 
 
-def moment_gradients2d(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tensor,
-                       sine: torch.Tensor) -> torch.Tensor:
+@functools.cache
+def moment_kernel() -> Callable | None:
+    """:func:`_moment_loop` compiled by numba for float32 and float64 (about a second, on the first
+    call in a process), or ``None`` where numba cannot be imported; then the 2-D Function keeps its
+    plain backward (``_autograd.moments_pay``)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    signatures = [numba.void(f[:, :, :], f[:, :, :], f[:, :, :], f[:, :], numba.boolean, f[:, :])
+                  for f in (numba.float32, numba.float64)]
+    return numba.njit(signatures, nogil=True, cache=False)(_moment_loop)
+
+
+def moment_gradients2d(grad: torch.Tensor, params: torch.Tensor, bank: torch.Tensor, sine: torch.Tensor,
+                       stored: bool) -> torch.Tensor:
     """The five parameter gradients ``(5, N)`` in ``bank``'s dtype from the incoming gradient, the
     bank ``K`` and ``S = E sin(phase)`` (``S`` of shape ``(N, kh, kw)``, the other two of any shape
-    with its elements in that order), and the parameters ``values (5, N)``:
-    the six moments ``sum G K {x^2 - y^2, 2xy, x^2 + y^2}`` and ``sum G S {x, y, 1}`` per filter in
-    float64 (from the exact float64 products of the float32 factors), rotated into each filter's frame
-    and combined (see the comment above ``_autograd._MomentBody``)."""
-    with _quiet():  # (an inf in the incoming gradient gives NaN, as in torch, without a warning)
-        return _moment_gradients(grad, values, bank, sine)
-
-
-def _moment_gradients(grad: torch.Tensor, values: torch.Tensor, bank: torch.Tensor,
-                      sine: torch.Tensor) -> torch.Tensor:
+    with its elements in that order) and the Function's inputs ``params (5, N)`` (``stored``: as in
+    :func:`_moment_loop`), by the compiled kernel, over the filters in chunks spread over torch's
+    thread count (the kernel releases the GIL)."""
     filters, kh, kw = sine.shape
-    moments = _moment_sums(grad.reshape(filters, -1), bank.reshape(filters, -1), sine.reshape(filters, -1), kh, kw)
-    (x_moments, y_moments, (k_rr, s_1)) = moments.transpose(1, 0, 2)
-    theta, sigma, lambd, gamma = values[:4].numpy().astype(np.float64)
-    # Into the filter's frame: D = sum G K (x^2 - y^2 + 2i xy) turned by -2 theta, L = sum G S (x + iy)
-    # by -theta, on the rows (D, L), with the cosines and sines of (2 theta, theta) in float64 (of
-    # 2 theta by the double-angle formulas: a few roundings of 1).
-    cos_a, sin_a = np.empty((2, filters)), np.empty((2, filters))
-    _cos_sin(theta, cos_a[1], sin_a[1])
-    np.multiply(cos_a[1] - sin_a[1], cos_a[1] + sin_a[1], out=cos_a[0])
-    np.multiply(2 * sin_a[1], cos_a[1], out=sin_a[0])
-    d_re, l_re = x_moments * cos_a + y_moments * sin_a
-    d_im, l_im = y_moments * cos_a - x_moments * sin_a
-    # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D e^{-2i theta})/2, sum G K y'^2 = (T - Re ...)/2.
-    half_var, wave = 0.5 / (sigma * sigma), TWO_PI / lambd
-    across = gamma * gamma * half_var
-    y_sq, x_sq = k_rr - d_re, k_rr + d_re  # twice sum G K y'^2 and twice sum G K x'^2
-    grads = values.new_empty((5, filters))
-    out = grads.numpy()  # (a float32 gradient beyond its range is inf, as a cast in torch gives)
-    out[0] = (across - half_var) * d_im - wave * l_im  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
-    out[1] = (across * y_sq + half_var * x_sq) / sigma  # K (x'^2 + gamma^2 y'^2)/sigma^3
-    out[2] = wave / lambd * l_re  # S 2 pi x'/lambd^2
-    out[3] = -gamma * half_var * y_sq  # -K gamma y'^2/sigma^2
-    np.negative(s_1, out=out[4])  # -S
+    kernel = moment_kernel()
+    grads = params.new_empty((5, filters))
+    g, k, s, p, out = (t.numpy() for t in (grad.reshape(sine.shape), bank.reshape(sine.shape), sine, params, grads))
+    _each_chunk(lambda part: kernel(g[part], k[part], s[part], p[:, part], stored, out[:, part]),
+                _filter_chunks(filters, kh * kw), torch.get_num_threads())
     return grads

@@ -1,6 +1,7 @@
-"""The eager CPU kernels of the 2-D bank (``gaborlayer._numpy_kernels``): where they run, that they
+"""The eager CPU kernels of the 2-D bank (``gaborlayer._cpu_kernels``): where they run, that they
 compute the PyTorch formula's bank to float rounding at ordinary and extreme parameters without a
-NumPy warning, and that chunks spread over threads (and over a fork) give the same bank.
+NumPy warning, that chunks spread over threads (and over a fork) give the same bank and moment
+gradients, and that without numba the plain backward runs.
 
 Their gradients are checked where every gradient is: the generated suites (tests/test_gradients.py,
 test_oracle.py, test_numerics.py, test_speed_paths.py) run through them wherever they are taken."""
@@ -15,9 +16,9 @@ from conftest import RANGES, _floats, scaled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gaborlayer import GaborConv2d, gabor_kernel2d
 from gaborlayer import _autograd as ag
-from gaborlayer import _numpy_kernels as numpy_kernels
-from gaborlayer import gabor_kernel2d
+from gaborlayer import _cpu_kernels as cpu_kernels
 
 NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
 
@@ -34,8 +35,8 @@ def random_params(n, dtype, seed=0):
 
 def test_the_eager_cpu_bank_comes_from_numpy_and_traced_ones_from_torch(monkeypatch):
     calls = []
-    real = numpy_kernels.bank2d
-    monkeypatch.setattr(numpy_kernels, "bank2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cpu_kernels.bank2d
+    monkeypatch.setattr(cpu_kernels, "bank2d", lambda *a, **k: calls.append(1) or real(*a, **k))
     p = random_params(6, torch.float32)
     gabor_kernel2d(*p, (5, 4))  # no gradient to build: the plain Function
     assert len(calls) == 1
@@ -46,10 +47,10 @@ def test_the_eager_cpu_bank_comes_from_numpy_and_traced_ones_from_torch(monkeypa
     torch.compile(lambda *r: gabor_kernel2d(*r, (5, 4)), backend="eager", fullgraph=True)(*p)
     torch.jit.trace(lambda *r: gabor_kernel2d(*r, (5, 4)), tuple(p), check_trace=False)
     assert len(calls) == 2  # (vmap, compile and jit.trace record torch operations)
-    assert not numpy_kernels.eligible(torch.zeros(3, dtype=torch.float16))
-    assert not numpy_kernels.eligible(torch.zeros(3, requires_grad=True))  # a graph to record
+    assert not cpu_kernels.eligible(torch.zeros(3, dtype=torch.float16))
+    assert not cpu_kernels.eligible(torch.zeros(3, requires_grad=True))  # a graph to record
     with torch.no_grad():
-        assert numpy_kernels.eligible(torch.zeros(3, requires_grad=True))
+        assert cpu_kernels.eligible(torch.zeros(3, requires_grad=True))
 
 
 @st.composite
@@ -78,7 +79,7 @@ def test_the_numpy_bank_is_the_torch_formulas_to_rounding_without_warnings(case)
     params, (kh, kw) = case
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        bank, sine = numpy_kernels.bank2d(torch.stack(params), kh, kw, sine=True)
+        bank, sine = cpu_kernels.bank2d(torch.stack(params), kh, kw, sine=True)
     want = torch_bank(params, kh, kw)
     assert not bank.isnan().any() and not sine.isnan().any()
     eps = torch.finfo(bank.dtype).eps
@@ -90,42 +91,46 @@ def test_the_numpy_bank_is_the_torch_formulas_to_rounding_without_warnings(case)
 def test_tiny_sigma_gives_the_centre_tap_alone_and_large_psi_is_reduced():
     params = [torch.tensor(v, dtype=torch.float64) for v in ([0.3, 0.3], [1e-30, 1e-30], [4.0, 4.0], [1e30, 1.0],
                                                              [0.5, 0.5 + 2e6 * torch.pi])]
-    bank = numpy_kernels.bank2d(torch.stack(params), 3, 3)[0]
+    bank = cpu_kernels.bank2d(torch.stack(params), 3, 3)[0]
     torch.testing.assert_close(bank[:, 1, 1], torch.cos(torch.tensor([0.5, 0.5], dtype=torch.float64)))
     assert torch.equal(bank.count_nonzero((1, 2)), torch.tensor([1, 1]))
     torch.testing.assert_close(bank[1], bank[0], rtol=0, atol=1e-8)  # psi + 1e6 turns: the same filter
 
 
 def test_chunks_over_threads_give_the_bank_of_one_thread(monkeypatch):
-    monkeypatch.setattr(numpy_kernels, "CHUNK_ELEMENTS", 64 * 15)
+    monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
     values = torch.stack(random_params(1000, torch.float32, seed=4))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = numpy_kernels.bank2d(values, 3, 5, sine=True)
+        one = cpu_kernels.bank2d(values, 3, 5, sine=True)
         torch.set_num_threads(3)
-        several = numpy_kernels.bank2d(values, 3, 5, sine=True)
+        several = cpu_kernels.bank2d(values, 3, 5, sine=True)
     finally:
         torch.set_num_threads(threads)
-    assert len(numpy_kernels._filter_chunks(1000, 15)) == 16
+    assert len(cpu_kernels._filter_chunks(1000, 15)) == 16
     assert all(torch.equal(a, b) for a, b in zip(one, several))
 
 
 def _bank_in_child(values, queue):
     torch.set_num_threads(2)
-    queue.put(numpy_kernels.bank2d(values, 3, 5)[0].numpy())  # (by value: the child exits next)
+    bank, sine = cpu_kernels.bank2d(values, 3, 5, sine=True)
+    grads = cpu_kernels.moment_gradients2d(bank, values, bank, sine, False)  # the compiled kernel, chunked
+    queue.put((bank.numpy(), grads.numpy()))  # (by value: the child exits next)
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_a_forked_child_builds_banks_with_a_pool_of_its_own(monkeypatch):
-    """After the parent has started its chunk pool, a forked child (as DataLoader workers are) must
-    not wait on the parent's threads, which it does not have."""
-    monkeypatch.setattr(numpy_kernels, "CHUNK_ELEMENTS", 64 * 15)
+    """After the parent has started its chunk pool (and compiled the moment kernel), a forked child
+    (as DataLoader workers are) must not wait on the parent's threads, which it does not have, and
+    builds the same bank and moment gradients."""
+    monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
     values = torch.stack(random_params(500, torch.float32, seed=5))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        want = numpy_kernels.bank2d(values, 3, 5)[0]  # starts the pool here
+        bank, sine = cpu_kernels.bank2d(values, 3, 5, sine=True)  # starts the pool here
+        want = (bank, cpu_kernels.moment_gradients2d(bank, values, bank, sine, False))
     finally:
         torch.set_num_threads(threads)
     context = multiprocessing.get_context("fork")
@@ -139,12 +144,12 @@ def test_a_forked_child_builds_banks_with_a_pool_of_its_own(monkeypatch):
         if child.is_alive():  # (stuck: the failure this test is for)
             child.kill()
     assert child.exitcode == 0
-    assert torch.equal(torch.from_numpy(got), want)
+    assert all(torch.equal(torch.from_numpy(g), w) for g, w in zip(got, want))
 
 
 def test_an_infinite_incoming_gradient_raises_no_numpy_warning():
     """As in torch, the filter it meets gets a non-finite gradient and the others are untouched;
-    NumPy's floating-point warnings stay inside the kernel."""
+    no floating-point warning escapes the kernels."""
     p = [t.requires_grad_() for t in random_params(8, torch.float32, seed=6)]
     bank = gabor_kernel2d(*p, (3, 3))
     grad = torch.zeros_like(bank)
@@ -153,3 +158,35 @@ def test_an_infinite_incoming_gradient_raises_no_numpy_warning():
         warnings.simplefilter("error")
         grads = torch.autograd.grad(bank, p, grad)
     assert all(torch.isfinite(g[1:]).all() and not torch.isfinite(g[0]) for g in grads)
+
+
+def _function_classes(tensor: torch.Tensor) -> set:
+    """The autograd Functions in ``tensor``'s graph."""
+    todo, seen = [tensor.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [n for n, _ in node.next_functions]
+    return {getattr(node, "_forward_cls", None) for node in seen} - {None}
+
+
+def test_without_numba_the_function_keeps_its_plain_backward(monkeypatch):
+    """Where numba cannot be imported (``moment_kernel()`` is None) the moment path is not taken: the
+    Function and a layer keep the plain backward, with the same gradients to rounding."""
+    p = [t.requires_grad_() for t in random_params(12, torch.float64, seed=7)]
+    conv = GaborConv2d(2, 3, (5, 4), dtype=torch.float64)
+    grad = torch.randn(12, 5, 4, dtype=torch.float64)
+    with_kernel = torch.autograd.grad(gabor_kernel2d(*p, (5, 4)), p, grad)
+    layer_with = torch.autograd.grad(conv.weight.square().sum(), list(conv.parameters())[:5])
+    monkeypatch.setattr(cpu_kernels, "moment_kernel", lambda: None)
+    assert not ag.moments_pay(tuple(p))
+    bank = gabor_kernel2d(*p, (5, 4))
+    assert ag.GaborKernel2d._forward_mode in _function_classes(bank)
+    assert ag._GaborKernel2dMoments not in _function_classes(bank)
+    for got, want in zip(torch.autograd.grad(bank, p, grad), with_kernel):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    weight = conv.weight
+    assert ag._GaborKernel2dMoments not in _function_classes(weight)
+    for got, want in zip(torch.autograd.grad(weight.square().sum(), list(conv.parameters())[:5]), layer_with):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
