@@ -207,19 +207,25 @@ def _moment_loop(grad, bank, sine, params, stored, out):  # pragma: no cover - c
     filters, kh, kw = sine.shape
     for n in range(filters):
         d_x = d_y = k_rr = l_x = l_y = s_1 = 0.0
-        for i in range(kh):
+        for i in range(kh):  # each row's sums over x first, then weighted by the row's y
             y = i - (kh - 1) / 2
+            gk_1 = gk_x = gk_xx = gs_1 = gs_x = 0.0
             for j in range(kw):
                 x = j - (kw - 1) / 2
                 g = np.float64(grad[n, i, j])  # (numba's float() keeps a float32 a float32)
                 gk = g * np.float64(bank[n, i, j])
                 gs = g * np.float64(sine[n, i, j])
-                d_x += gk * (x * x - y * y)
-                d_y += gk * (2 * x * y)
-                k_rr += gk * (x * x + y * y)
-                l_x += gs * x
-                l_y += gs * y
-                s_1 += gs
+                gk_1 += gk
+                gk_x += gk * x
+                gk_xx += gk * x * x
+                gs_1 += gs
+                gs_x += gs * x
+            d_x += gk_xx - y * y * gk_1
+            d_y += 2 * y * gk_x
+            k_rr += gk_xx + y * y * gk_1
+            l_x += gs_x
+            l_y += y * gs_1
+            s_1 += gs_1
         theta, sigma, lambd, gamma = (np.float64(params[0, n]), np.float64(params[1, n]), np.float64(params[2, n]),
                                       np.float64(params[3, n]))
         d_sigma = d_lambd = d_gamma = 1.0
