@@ -51,7 +51,7 @@ def interleaved_ms(fns: dict, device: torch.device, min_run_time: float, clock: 
                    rounds: int = 7) -> dict:
     """Median ms per call of each of ``fns``, timed in interleaved rounds (one batch of calls of
     each per round, in an order shuffled every round), so that a shared machine's load falls on all
-alike and no variant always runs behind the same one (whose traces in the caches it would meet).
+    alike and no variant always runs behind the same one (whose traces in the caches it would meet).
     ``clock="cpu"``: process CPU time (with one thread, not counting waits for a core)."""
     now = time.process_time if clock == "cpu" else time.perf_counter
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
