@@ -19,7 +19,6 @@ import functools
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import _cpu_kernels
 from ._checks import LAMBD_FLOOR
@@ -98,9 +97,9 @@ def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> torch.Te
 
 def gabor_kernel2d_forward(params, size):
     """Bank ``(N, kh, kw)`` from ``params = (theta, sigma, lambd, gamma, psi)``, each ``(N,)``: by the
-    NumPy kernel where :func:`gaborlayer._cpu_kernels.eligible`, else by PyTorch operations."""
+    compiled kernel where :func:`gaborlayer._cpu_kernels.eligible`, else by PyTorch operations."""
     if _cpu_kernels.eligible(*params):
-        return _cpu_kernels.bank2d(torch.stack(params), *size)[0]
+        return _cpu_kernels.bank2d(params, *size)[0]
     bank = _bank_terms2d(*params, *size)
     # Flattened first, so the bank gets standard strides even for 1 x 1 kernels (a (1, N)
     # transpose is "contiguous" with odd strides, which can steer F.conv2d to another kernel).
@@ -214,9 +213,9 @@ def gabor_kernel2d_jvp(params, tangents, size):
 # in float64, where the cancellation costs a relative max(gamma, 1/gamma)^2 * 1e-16 of
 # sum |G K| r^2, so the moments are used only for gamma within MOMENT_GAMMA_RANGE (and a sigma
 # within MOMENT_SIGMA_RANGE, where 1/sigma is finite and no scaled coordinate overflows); outside it
-# the Function keeps no S and its backward is the plain one. The bank with S is NumPy's, the moment
-# gradients a loop compiled by numba (gaborlayer._cpu_kernels; where numba is missing, moments_pay is
-# False and the plain Function runs). Under create_graph, torch.compile, fx,
+# the Function keeps no S and its backward is the plain one. The bank with S and the moment
+# gradients are each one loop compiled by numba (gaborlayer._cpu_kernels; where numba is missing,
+# moments_pay is False and the plain Function runs). Under create_graph, torch.compile, fx,
 # functorch, forward-mode AD and on non-CPU devices, GaborKernel2d takes its own path (the
 # parameters alone saved, everything recomputed).
 MOMENT_GAMMA_RANGE = (1 / 64, 64.0)
@@ -257,8 +256,7 @@ def moments_pay(params: tuple[torch.Tensor, ...]) -> bool:
     checked inside the Function, which falls back to the plain backward outside it."""
     if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
         return False
-    return (params[0].numel() > 0 and not forward_ad_active() and _cpu_kernels.eager_cpu(*params)
-            and _cpu_kernels.moment_kernel() is not None)
+    return params[0].numel() > 0 and not forward_ad_active() and _cpu_kernels.eager_cpu(*params)
 
 
 def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,24 +269,6 @@ def _read_stored(logs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return exps + floors, torch.ops.aten.hardtanh_backward(exps, logs, -LOG_LIMIT, LOG_LIMIT)
 
 
-def _values(theta, sigma, lambd, gamma, psi, stored: bool,
-            chain: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The filters' values ``(5, N)`` from the Function's inputs; with ``stored`` the second to fourth
-    inputs are a layer's log-parameters, read as :func:`_read_stored` reads them (the same values
-    to the bit, in three operations in place), and with ``chain`` too the derivatives of those
-    three values by their stored numbers ``(3, N)`` (else ``None``). Not differentiable."""
-    values = torch.stack([theta, sigma, lambd, gamma, psi]).view(5, -1)
-    if not stored:
-        return values, None
-    logs = F.hardtanh_(values[1:4], -LOG_LIMIT, LOG_LIMIT)
-    # (hardtanh's backward on the clamped numbers is its backward on the stored ones: both are 0 at
-    # and beyond the bounds)
-    derivatives = torch.ops.aten.hardtanh_backward(logs.exp(), logs, -LOG_LIMIT, LOG_LIMIT) if chain else None
-    logs.exp_()
-    values[2] += LAMBD_FLOOR
-    return values, derivatives
-
-
 class _MomentBody(torch.autograd.Function):
     """The 2-D bank with the moment backward (see above): ``(theta, sigma, lambd, gamma, psi)``, each
     of one shape ``S``, and ``kh, kw`` -> bank ``(*S, kh, kw)``. With ``stored=True`` the second to
@@ -296,33 +276,34 @@ class _MomentBody(torch.autograd.Function):
     reads them (:func:`_read_stored`) inside the forward, and the backward returns their gradients:
     the layer's bank is then one Function call, with no autograd node per parameter transform.
 
-    Eager only, called where :func:`moments_pay`. The forward checks gamma and sigma against the
-    moment ranges (one read of their extremes); inside them it keeps ``S (N, kh, kw)`` for the moment backward,
-    outside them nothing beyond the parameters, and the backward is :func:`gabor_kernel2d_backward`.
-    With ``create_graph=True`` the backward is that differentiable function on the saved inputs, so
-    double backward is the plain one's. A forward with ``ctx`` (saving S, an intermediate, directly):
+    Eager only, called where :func:`moments_pay`. The forward is one compiled call
+    (``_cpu_kernels.bank2d``), which also checks gamma and sigma against the moment ranges; inside
+    them the Function keeps ``S (N, kh, kw)`` for the moment backward, outside them nothing beyond the
+    parameters, and the backward is :func:`gabor_kernel2d_backward` (in torch operations, on the
+    values :func:`_read_stored` reads: the same to a rounding). With ``create_graph=True`` the
+    backward is that differentiable function on the saved inputs, so double backward is the plain
+    one's. A forward with ``ctx`` (saving S, an intermediate, directly):
     the ``setup_context`` form would have to return S as a second, non-differentiable output, and
     that costs about 60 us more per forward and backward (a 5-input Function, 1 thread); this
     Function never runs under torch.compile or functorch, which need that form."""
 
     @staticmethod
     def forward(ctx, theta, sigma, lambd, gamma, psi, kh: int, kw: int, stored: bool = False):
-        values, _ = _values(theta, sigma, lambd, gamma, psi, stored)
-        scales = values.numpy()[1:4]  # sigma, lambd, gamma
-        (sigma_min, _, gamma_min), (sigma_max, _, gamma_max) = scales.min(1).tolist(), scales.max(1).tolist()
-        ctx.moments = (MOMENT_GAMMA_RANGE[0] <= gamma_min and gamma_max <= MOMENT_GAMMA_RANGE[1]
-                       and MOMENT_SIGMA_RANGE[0] <= sigma_min and sigma_max <= MOMENT_SIGMA_RANGE[1])
-        bank, sine = _cpu_kernels.bank2d(values, kh, kw, sine=ctx.moments)
+        bank, sine, ctx.moments = _cpu_kernels.bank2d((theta, sigma, lambd, gamma, psi), kh, kw, stored=stored,
+                                                      sine=True, ranges=MOMENT_SIGMA_RANGE + MOMENT_GAMMA_RANGE)
         bank = bank.view(*theta.shape, kh, kw)
-        ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine)
+        ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine if ctx.moments else None)
         ctx.size, ctx.stored = (kh, kw), stored
         return bank
 
     @staticmethod
     def backward(ctx, grad):
         *inputs, bank, sine = ctx.saved_tensors
-        size = ctx.size
-        if torch.is_grad_enabled():  # create_graph: the differentiable backward, from the inputs
+        if ctx.moments and not torch.is_grad_enabled():  # the compiled kernel reads the stored parameters itself
+            grads = _cpu_kernels.moment_gradients2d(grad, inputs, bank, sine, ctx.stored)
+            grads = (grads if inputs[0].dim() == 1 else grads.view(5, *inputs[0].shape)).unbind()
+        else:  # outside the moment ranges, or create_graph (then differentiable: from the inputs)
+            size = ctx.size
             params = [t.reshape(-1) for t in inputs]
             if ctx.stored:
                 params[1:4], chain = _read_stored(torch.stack(params[1:4]))
@@ -330,16 +311,6 @@ class _MomentBody(torch.autograd.Function):
             if ctx.stored:
                 grads[1:4] = chain * torch.stack(grads[1:4])
             grads = [g.view(inputs[0].shape) for g in grads]
-        elif ctx.moments:  # the compiled moment kernel reads the stored parameters itself
-            params = torch.stack(inputs).view(5, -1)
-            grads = _cpu_kernels.moment_gradients2d(grad, params, bank, sine, ctx.stored)
-            grads = (grads if inputs[0].dim() == 1 else grads.view(5, *inputs[0].shape)).unbind()
-        else:
-            values, chain = _values(*inputs, ctx.stored, chain=True)  # as in the forward, to the bit
-            grads = torch.stack(gabor_kernel2d_backward(grad.reshape(-1, *size), values.unbind(), size, (True,) * 5))
-            if ctx.stored:
-                grads[1:4] *= chain
-            grads = (grads if inputs[0].dim() == 1 else grads.view(5, *inputs[0].shape)).unbind()
         return (*(g if wanted else None for g, wanted in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 

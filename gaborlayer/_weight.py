@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.fx
 
-from . import _autograd, _storage
+from . import _autograd, _cpu_kernels, _storage
 from ._cache import cacheable
-from ._compat import fx_tracing
+from ._compat import forward_ad_active, fx_tracing
 from ._family import FAMILIES
 from .functional import _bank, _quadrature_params, resolve_backend
 
@@ -28,14 +28,21 @@ def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...]
     """
     family = FAMILIES[dims]
     dtype = stored[0].dtype
-    if output == "real" and not zero_mean and _autograd.moments_pay(stored) \
-            and family.function is _autograd.GaborKernel2d and resolve_backend(backend, stored[0].device) == "torch":
-        # The eager CPU training step: one Function call from the stored tensors to the bank (it reads
-        # them through their constraints itself), with no autograd node per transform or reshape.
-        bank = _bank(family, dict(zip(family.names, stored)), kernel_size, stored=True)
-        if len(stored) > 5:  # amplitude
-            bank = bank * stored[5][..., None, None]
-        return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
+    if output == "real" and not zero_mean and family.function is _autograd.GaborKernel2d \
+            and resolve_backend(backend, stored[0].device) == "torch":
+        # The eager CPU bank: one compiled call from the stored tensors, which it reads through their
+        # constraints itself; in training through the moment Function (no autograd node per
+        # transform or reshape), in eval straight, so that the two banks are the same to the bit.
+        if _autograd.moments_pay(stored):
+            bank = _autograd._GaborKernel2dMoments.apply(*stored[:5], *kernel_size, True)
+        elif not forward_ad_active() and _cpu_kernels.eligible(*stored):
+            bank = _cpu_kernels.bank2d(stored[:5], *kernel_size, stored=True)[0].view(*stored[0].shape, *kernel_size)
+        else:
+            bank = None
+        if bank is not None:
+            if len(stored) > 5:  # amplitude
+                bank = bank * stored[5][..., None, None]
+            return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
     # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
     # build in float32 and round the bank, as a half nn.ConvNd holds a rounded weight.
     compute = torch.promote_types(dtype, torch.float32)

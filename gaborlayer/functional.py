@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from . import _autograd, _checks
+from . import _checks
 from ._autograd import QuadratureMagnitude
 from ._extent import odd_sizes_holding
 from ._family import FAMILIES, GABOR_1D, GABOR_2D, GABOR_3D, GaborFamily, half_extents2d
@@ -76,19 +76,13 @@ def resolve_backend(backend: str, device: torch.device | None = None, *, dims: i
 
 
 def _bank(family: GaborFamily, params: dict, size: tuple[int, ...], *, zero_mean: bool = False,
-          backend: str = "auto", stored: bool = False) -> torch.Tensor:
+          backend: str = "auto") -> torch.Tensor:
     """Bank ``(*S, *size)`` of ``family`` from ``params``, a dict of its parameter names to
     tensors of one shape ``S``, with no input checks.
 
     Half-precision parameters give a half-precision bank built in float32 and rounded once (as the
     layers build theirs): half precision cannot hold the phase ``2 pi x' / lambd`` (one bfloat16
-    ulp at 20 rad is 0.06 rad), so a bank computed in it is off by far more than its rounding.
-
-    ``stored=True``: ``params`` are a 2-D layer's stored tensors (``theta``, ``log_sigma``,
-    ``log_lambd_excess``, ``log_gamma``, ``psi``) where :func:`gaborlayer._autograd.moments_pay`
-    holds (the caller checks): the moment Function reads them through their constraints itself."""
-    if stored:
-        return _autograd._GaborKernel2dMoments.apply(*params.values(), *size, True)
+    ulp at 20 rad is 0.06 rad), so a bank computed in it is off by far more than its rounding."""
     flat = {name: params[name].reshape(-1) for name in family.names}
     first = flat[family.names[0]]
     dtype = first.dtype

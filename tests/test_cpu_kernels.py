@@ -79,7 +79,7 @@ def test_the_numpy_bank_is_the_torch_formulas_to_rounding_without_warnings(case)
     params, (kh, kw) = case
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        bank, sine = cpu_kernels.bank2d(torch.stack(params), kh, kw, sine=True)
+        bank, sine, _ = cpu_kernels.bank2d(params, kh, kw, sine=True)
     want = torch_bank(params, kh, kw)
     assert not bank.isnan().any() and not sine.isnan().any()
     eps = torch.finfo(bank.dtype).eps
@@ -91,7 +91,7 @@ def test_the_numpy_bank_is_the_torch_formulas_to_rounding_without_warnings(case)
 def test_tiny_sigma_gives_the_centre_tap_alone_and_large_psi_is_reduced():
     params = [torch.tensor(v, dtype=torch.float64) for v in ([0.3, 0.3], [1e-30, 1e-30], [4.0, 4.0], [1e30, 1.0],
                                                              [0.5, 0.5 + 2e6 * torch.pi])]
-    bank = cpu_kernels.bank2d(torch.stack(params), 3, 3)[0]
+    bank = cpu_kernels.bank2d(params, 3, 3)[0]
     torch.testing.assert_close(bank[:, 1, 1], torch.cos(torch.tensor([0.5, 0.5], dtype=torch.float64)))
     assert torch.equal(bank.count_nonzero((1, 2)), torch.tensor([1, 1]))
     torch.testing.assert_close(bank[1], bank[0], rtol=0, atol=1e-8)  # psi + 1e6 turns: the same filter
@@ -99,7 +99,7 @@ def test_tiny_sigma_gives_the_centre_tap_alone_and_large_psi_is_reduced():
 
 def test_chunks_over_threads_give_the_bank_of_one_thread(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
-    values = torch.stack(random_params(1000, torch.float32, seed=4))
+    values = random_params(1000, torch.float32, seed=4)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -109,12 +109,12 @@ def test_chunks_over_threads_give_the_bank_of_one_thread(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert len(cpu_kernels._filter_chunks(1000, 15)) == 16
-    assert all(torch.equal(a, b) for a, b in zip(one, several))
+    assert one[2] == several[2] and all(torch.equal(a, b) for a, b in zip(one[:2], several[:2]))
 
 
 def _bank_in_child(values, queue):
     torch.set_num_threads(2)
-    bank, sine = cpu_kernels.bank2d(values, 3, 5, sine=True)
+    bank, sine, _ = cpu_kernels.bank2d(values, 3, 5, sine=True)
     grads = cpu_kernels.moment_gradients2d(bank, values, bank, sine, False)  # the compiled kernel, chunked
     queue.put((bank.numpy(), grads.numpy()))  # (by value: the child exits next)
 
@@ -125,11 +125,11 @@ def test_a_forked_child_builds_banks_with_a_pool_of_its_own(monkeypatch):
     (as DataLoader workers are) must not wait on the parent's threads, which it does not have, and
     builds the same bank and moment gradients."""
     monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
-    values = torch.stack(random_params(500, torch.float32, seed=5))
+    values = random_params(500, torch.float32, seed=5)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        bank, sine = cpu_kernels.bank2d(values, 3, 5, sine=True)  # starts the pool here
+        bank, sine, _ = cpu_kernels.bank2d(values, 3, 5, sine=True)  # starts the pool here
         want = (bank, cpu_kernels.moment_gradients2d(bank, values, bank, sine, False))
     finally:
         torch.set_num_threads(threads)
@@ -172,14 +172,15 @@ def _function_classes(tensor: torch.Tensor) -> set:
 
 
 def test_without_numba_the_function_keeps_its_plain_backward(monkeypatch):
-    """Where numba cannot be imported (``moment_kernel()`` is None) the moment path is not taken: the
-    Function and a layer keep the plain backward, with the same gradients to rounding."""
+    """Where numba cannot be imported (``loops()`` is None) neither compiled kernel runs: the
+    Function and a layer keep the plain backward (and the PyTorch formula's bank), with the same
+    gradients to rounding."""
     p = [t.requires_grad_() for t in random_params(12, torch.float64, seed=7)]
     conv = GaborConv2d(2, 3, (5, 4), dtype=torch.float64)
     grad = torch.randn(12, 5, 4, dtype=torch.float64)
     with_kernel = torch.autograd.grad(gabor_kernel2d(*p, (5, 4)), p, grad)
     layer_with = torch.autograd.grad(conv.weight.square().sum(), list(conv.parameters())[:5])
-    monkeypatch.setattr(cpu_kernels, "moment_kernel", lambda: None)
+    monkeypatch.setattr(cpu_kernels, "loops", lambda: None)
     assert not ag.moments_pay(tuple(p))
     bank = gabor_kernel2d(*p, (5, 4))
     assert ag.GaborKernel2d._forward_mode in _function_classes(bank)
@@ -190,3 +191,32 @@ def test_without_numba_the_function_keeps_its_plain_backward(monkeypatch):
     assert ag._GaborKernel2dMoments not in _function_classes(weight)
     for got, want in zip(torch.autograd.grad(weight.square().sum(), list(conv.parameters())[:5]), layer_with):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_bank_reports_whether_sigma_and_gamma_are_in_the_ranges(dtype):
+    values = random_params(200, dtype, seed=8)
+    ranges = (0.5, 8.0, 0.25, 4.0)
+    values[1].clamp_(0.6, 7.0)
+    values[3].clamp_(0.3, 3.0)
+    assert cpu_kernels.bank2d(values, 3, 3, ranges=ranges)[2]
+    for index, bad in ((1, 9.0), (1, 0.4), (3, 5.0), (3, 0.2), (3, float("nan")), (1, float("nan"))):
+        changed = [v.clone() for v in values]
+        changed[index][57] = bad
+        assert not cpu_kernels.bank2d(changed, 3, 3, ranges=ranges)[2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_bank_reads_stored_log_parameters_as_the_layer_does(dtype):
+    """``stored=True`` reads sigma, lambd and gamma as exp of the clamp (lambd above its floor): the
+    same bank as from those values, to rounding, also at and beyond the clamp's bounds."""
+    logs = [torch.tensor([0.3, -1.0, 80.0, 85.0, -80.0, -90.0], dtype=torch.float64) for _ in range(3)]
+    theta, psi = torch.linspace(-3, 3, 6, dtype=torch.float64), torch.linspace(-1, 1, 6, dtype=torch.float64)
+    stored = [t.to(dtype) for t in (theta, *logs, psi)]
+    read = [torch.exp(t.to(torch.float64).clamp(-80, 80)) for t in stored[1:4]]
+    read[1] = read[1] + 2
+    got = cpu_kernels.bank2d(stored, 5, 5, stored=True)[0]
+    want = cpu_kernels.bank2d([theta, *read, psi], 5, 5)[0]
+    assert not got.isnan().any()
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=4 * torch.finfo(dtype).eps)
