@@ -28,6 +28,7 @@ import torch
 from ._compat import functorch_active, fx_tracing
 
 CHUNK_ELEMENTS = 1 << 18
+PARALLEL_ELEMENTS = 1 << 14  # taps; below it one thread builds the bank (waking another costs more)
 
 
 @functools.cache
@@ -62,15 +63,19 @@ def eligible(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and eager_cpu(*tensors)
 
 
-def _filter_chunks(filters: int, taps: int) -> list[slice]:
-    """Slices of the filter index in chunks of about ``CHUNK_ELEMENTS / taps`` filters, a multiple of
-    64: a large bank is built and differentiated chunk by chunk, so that each chunk's passes stay in
-    the CPU's cache instead of streaming ``(P, N)`` arrays through memory (256 x 256 x 7 x 7 forward
-    + backward, PyTorch operations: 102 ms unchunked, 65 ms in chunks of 2^18 taps), and the chunks
-    are spread over threads (:func:`_each_chunk`). A multiple of 64 filters keeps every chunk but the
-    last free of the scalar tails of vectorised loops, so a chunked bank is the unchunked one to the
-    bit."""
+def _filter_chunks(filters: int, taps: int, threads: int = 1) -> list[slice]:
+    """Slices of the filter index in chunks of at most about ``CHUNK_ELEMENTS / taps`` filters, a
+    multiple of 64, and, for a bank of at least ``PARALLEL_ELEMENTS`` taps, at least ``threads``
+    chunks. A large bank is built and differentiated chunk by chunk, so that each chunk's passes stay
+    in the CPU's cache instead of streaming ``(P, N)`` arrays through memory (256 x 256 x 7 x 7
+    forward + backward, PyTorch operations: 102 ms unchunked, 65 ms in chunks of 2^18 taps), and the
+    chunks are spread over threads (:func:`_each_chunk`). A multiple of 64 filters keeps every chunk
+    but the last free of the scalar tails of vectorised loops, so a chunked bank is the unchunked
+    one to the bit."""
     step = max(64, CHUNK_ELEMENTS // taps // 64 * 64)
+    if threads > 1 and filters * taps >= PARALLEL_ELEMENTS:
+        per_thread = -(-filters // threads)
+        step = min(step, -(-per_thread // 64) * 64)  # rounded up to a multiple of 64
     return [slice(start, start + step) for start in range(0, filters, step)]
 
 
@@ -87,8 +92,8 @@ os.register_at_fork(after_in_child=_forget_pool)  # a forked child (DataLoader w
 
 def _each_chunk(work: Callable[[slice], None], parts: list[slice], threads: int) -> None:
     """``work(part)`` for each of ``parts``: in turn where there is one part or one thread, else spread
-    over ``threads`` threads of a pool kept for the purpose (the compiled loops release the GIL, so
-    the chunks run in parallel, as torch's own operations would)."""
+    over the calling thread and ``threads - 1`` threads of a pool kept for the purpose (the compiled
+    loops release the GIL, so the chunks run in parallel, as torch's own operations would)."""
     global _pool
     threads = min(threads, len(parts))
     if threads <= 1:
@@ -96,15 +101,26 @@ def _each_chunk(work: Callable[[slice], None], parts: list[slice], threads: int)
             work(part)
         return
     pool = _pool
-    if pool is None or pool[0] != threads:
-        pool = _pool = (threads, ThreadPoolExecutor(threads, thread_name_prefix="gaborlayer"))
-    for _ in pool[1].map(work, parts):  # (raises a worker's exception here)
+    if pool is None or pool[0] != threads - 1:
+        pool = _pool = (threads - 1, ThreadPoolExecutor(threads - 1, thread_name_prefix="gaborlayer"))
+    # The calling thread takes every threads-th part; the pool the rest.
+    others = pool[1].map(work, [part for i, part in enumerate(parts) if i % threads])
+    for part in parts[::threads]:
+        work(part)
+    for _ in others:  # (raises a worker's exception here)
         pass
 
 
 def _arrays(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
     """The tensors' data as flat NumPy arrays (views of contiguous tensors, else copies)."""
     return [t.detach().numpy().reshape(-1) for t in tensors]
+
+
+@functools.lru_cache(maxsize=8)
+def _bounds(ranges: tuple[float, float, float, float]) -> np.ndarray:
+    bounds = np.array(ranges, dtype=np.float64)
+    bounds.flags.writeable = False
+    return bounds
 
 
 def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = False, sine: bool = False,
@@ -123,14 +139,15 @@ def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = F
     sines = params[0].new_empty((filters, kh, kw) if sine else (0, kh, kw))
     out, out_sine = bank.numpy(), sines.numpy()
     bank_loop = loops().bank_loop
-    bounds = np.array(ranges, dtype=np.float64)
+    bounds = _bounds(ranges)
     in_range = []
 
     def build(part: slice) -> None:
         in_range.append(bank_loop(*(a[part] for a in arrays), stored, out[part], out_sine[part] if sine else out_sine,
                                   sine, bounds))
 
-    _each_chunk(build, _filter_chunks(filters, kh * kw), torch.get_num_threads())
+    threads = torch.get_num_threads()
+    _each_chunk(build, _filter_chunks(filters, kh * kw, threads), threads)
     return bank, sines if sine else None, all(in_range)
 
 
@@ -144,9 +161,11 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     filters, kh, kw = sine.shape
     moment_loop = loops().moment_loop
     grads = bank.new_empty((5, filters))
-    g, k, s, out = (t.numpy() for t in (grad.reshape(sine.shape), bank.reshape(sine.shape), sine, grads))
+    out, s = grads.numpy(), sine.numpy()
+    g, k = grad.numpy().reshape(s.shape), bank.detach().numpy().reshape(s.shape)
     theta, sigma, lambd, gamma = _arrays(params[:4])
+    threads = torch.get_num_threads()
     _each_chunk(lambda part: moment_loop(g[part], k[part], s[part], theta[part], sigma[part], lambd[part],
                                          gamma[part], stored, out[:, part]),
-                _filter_chunks(filters, kh * kw), torch.get_num_threads())
+                _filter_chunks(filters, kh * kw, threads), threads)
     return grads

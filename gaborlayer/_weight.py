@@ -28,21 +28,18 @@ def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...]
     """
     family = FAMILIES[dims]
     dtype = stored[0].dtype
-    if output == "real" and not zero_mean and family.function is _autograd.GaborKernel2d \
-            and resolve_backend(backend, stored[0].device) == "torch":
+    if dims == 2 and output == "real" and not zero_mean and _cpu_kernels.eager_cpu(*stored) \
+            and not forward_ad_active() and resolve_backend(backend, stored[0].device) == "torch":
         # The eager CPU bank: one compiled call from the stored tensors, which it reads through their
         # constraints itself; in training through the moment Function (no autograd node per
         # transform or reshape), in eval straight, so that the two banks are the same to the bit.
-        if _autograd.moments_pay(stored):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
             bank = _autograd._GaborKernel2dMoments.apply(*stored[:5], *kernel_size, True)
-        elif not forward_ad_active() and _cpu_kernels.eligible(*stored):
-            bank = _cpu_kernels.bank2d(stored[:5], *kernel_size, stored=True)[0].view(*stored[0].shape, *kernel_size)
         else:
-            bank = None
-        if bank is not None:
-            if len(stored) > 5:  # amplitude
-                bank = bank * stored[5][..., None, None]
-            return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
+            bank = _cpu_kernels.bank2d(stored[:5], *kernel_size, stored=True)[0].view(*stored[0].shape, *kernel_size)
+        if len(stored) > 5:  # amplitude
+            bank = bank * stored[5][..., None, None]
+        return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
     # Half precision cannot hold the phase 2 pi x'/lambd (one bf16 ulp at 20 rad is 0.06 rad):
     # build in float32 and round the bank, as a half nn.ConvNd holds a rounded weight.
     compute = torch.promote_types(dtype, torch.float32)
