@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Callable, Sequence
@@ -38,6 +39,10 @@ def loops() -> ModuleType | None:
     try:
         from . import _cpu_loops
     except ImportError:
+        return None
+    except RuntimeError as error:  # numba found no writable place for its cache of compiled loops
+        warnings.warn(f"gaborlayer: the compiled CPU loops are off ({error}); set NUMBA_CACHE_DIR to a "
+                      f"writable directory to turn them on", RuntimeWarning, stacklevel=2)
         return None
     return _cpu_loops
 
@@ -166,6 +171,6 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     theta, sigma, lambd, gamma = _arrays(params[:4])
     threads = torch.get_num_threads()
     _each_chunk(lambda part: moment_loop(g[part], k[part], s[part], theta[part], sigma[part], lambd[part],
-                                         gamma[part], stored, out[:, part]),
+                                         gamma[part], stored, *(row[part] for row in out)),
                 _filter_chunks(filters, kh * kw, threads), threads)
     return grads
