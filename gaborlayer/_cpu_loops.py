@@ -134,8 +134,9 @@ def _bank_block(theta, sigma, lambd, gamma, psi, stored, bank, sine, want_sine, 
 
     The formulas are those of ``_autograd._bank_terms2d`` (docs/math.md): the carrier ``exp(i
     phase)`` is the product of a column factor ``exp(i (2 pi x cos(theta)/lambd + psi))`` and a row
-    factor ``exp(i 2 pi y sin(theta)/lambd)``; the envelope's rotated coordinates are divided by
-    sigma before they are squared (a tiny sigma gives exact zeros, never ``0 * inf``). A psi outside
+    factor ``exp(i 2 pi y sin(theta)/lambd)``; the envelope's rotated coordinates are scaled by a
+    finite 1/sigma before they are squared (a tiny sigma gives exact zeros, never ``0 * inf``:
+    docs/math.md, "Tiny sigma"). A psi outside
     ``(-2 pi, 2 pi)`` is reduced first, as ``_reference.reduced_phase_offset`` does."""
     filters, kh, kw = bank.shape
     taps = kh * kw
@@ -156,8 +157,8 @@ def _bank_block(theta, sigma, lambd, gamma, psi, stored, bank, sine, want_sine, 
             aspect[n] = gamma[n]
         for n in range(filters):
             wave[n] = TWO_PI / np.float64(lambd[n])
-    for n in range(filters):
-        inv_sigma[n] = 1.0 / width[n]
+    for n in range(filters):  # (a subnormal sigma is read as the smallest normal: 1/sigma stays finite,
+        inv_sigma[n] = 1.0 / max(width[n], 2.2250738585072014e-308)  # so the centre tap is 0 * 1/sigma = 0)
     inside = 0  # filters with sigma and gamma in their ranges (NaN in none)
     for n in range(filters):
         s, g = width[n], aspect[n]

@@ -97,6 +97,16 @@ def test_tiny_sigma_gives_the_centre_tap_alone_and_large_psi_is_reduced():
     torch.testing.assert_close(bank[1], bank[0], rtol=0, atol=1e-8)  # psi + 1e6 turns: the same filter
 
 
+def test_a_subnormal_sigma_gives_the_centre_tap_alone():
+    """In float64 1/sigma overflows for a subnormal sigma; the loop reads it as the smallest normal, so
+    the centre tap is cos(psi), not 0 * inf, and every other tap 0."""
+    params = [torch.tensor(v, dtype=torch.float64) for v in ([0.3, 1.0], [1e-310, 5e-324], [4.0, 3.0], [1.0, 1e300],
+                                                             [0.5, -0.25])]
+    bank = cpu_kernels.bank2d(params, 3, 3)[0]
+    torch.testing.assert_close(bank[:, 1, 1], torch.cos(params[4]))
+    assert torch.equal(bank.count_nonzero((1, 2)), torch.tensor([1, 1]))
+
+
 def test_chunks_over_threads_give_the_bank_of_one_thread(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
     values = random_params(1000, torch.float32, seed=4)
