@@ -59,7 +59,7 @@ def _terms2d(theta, sigma, lambd, gamma, psi, kh, kw):
 
 def _bank_terms2d(theta, sigma, lambd, gamma, psi, kh: int, kw: int) -> torch.Tensor:
     """The bank ``K = E cos(phase)`` as ``(P, N)`` (taps, filters) in PyTorch operations: the plain
-    forward wherever the NumPy kernel (``gaborlayer._cpu_kernels``, the same formula) does not run
+    forward wherever the compiled loop (``gaborlayer._cpu_kernels``, the same formula) does not run
     -- under torch.compile, fx and jit tracing, functorch transforms, on other devices.
 
     ``x' = x cos + y sin``, ``y' = y cos - x sin`` and the phase ``2 pi x'/lambd + psi`` are each

@@ -16,7 +16,7 @@ Implementations, by device:
   torch.compile sees the kernels themselves (``triton_op`` decomposes the op into them).
 - CPU: the formulas ``gabor_kernel2d_forward`` / ``gabor_kernel2d_backward`` of
   :mod:`gaborlayer._autograd` (the ones the autograd Function calls; eagerly the forward is the
-  NumPy kernel of :mod:`gaborlayer._cpu_kernels`). Under the Triton
+  compiled loop of :mod:`gaborlayer._cpu_kernels`). Under the Triton
   interpreter (``TRITON_INTERPRET=1``, how CI tests the kernels without a GPU) the eager CPU
   kernel runs the interpreted Triton kernels instead, so ``backend="triton"`` really runs Triton
   there; traced code (fake tensors, torch.compile) always takes the PyTorch formulas on CPU,

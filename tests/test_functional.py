@@ -504,7 +504,7 @@ def test_vmap_matches_batched_call():
     gen = torch.Generator().manual_seed(3)
     params = [torch.rand(4, 3, dtype=torch.float64, generator=gen) + 0.5 for _ in range(5)]
     vmapped = torch.func.vmap(lambda *p: gabor_kernel2d(*p, (5, 4)))(*params)
-    # (under vmap the PyTorch formula, eagerly the NumPy kernel: equal to float64 rounding)
+    # (under vmap the PyTorch formula, eagerly the compiled loop: equal to float64 rounding)
     torch.testing.assert_close(vmapped, gabor_kernel2d(*params, (5, 4)), rtol=1e-14, atol=1e-15)
     bad = [p.clone() for p in params]
     bad[1][2, 1] = -1.0

@@ -205,7 +205,7 @@ def test_inputs_without_a_gradient_and_an_unused_output():
 
 # -- the cached sampling grid -----------------------------------------------------------------------
 def test_the_grid_cache_outlives_inference_mode_and_serves_training():
-    """The PyTorch formula's cached coordinate tables (used where the NumPy kernel does not run:
+    """The PyTorch formula's cached coordinate tables (used where the compiled loop does not run:
     torch.compile, functorch, other devices) are built outside inference mode even when first asked
     for inside it, so a later gradient may save tensors made from them; and the layer's own sequence,
     a bank in inference mode and then a training step, works."""
