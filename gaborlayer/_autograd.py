@@ -291,7 +291,6 @@ class _MomentBody(torch.autograd.Function):
     def forward(ctx, theta, sigma, lambd, gamma, psi, kh: int, kw: int, stored: bool = False):
         bank, sine, ctx.moments = _cpu_kernels.bank2d((theta, sigma, lambd, gamma, psi), kh, kw, stored=stored,
                                                       sine=True, ranges=MOMENT_SIGMA_RANGE + MOMENT_GAMMA_RANGE)
-        bank = bank.view(*theta.shape, kh, kw)
         ctx.save_for_backward(theta, sigma, lambd, gamma, psi, bank, sine if ctx.moments else None)
         ctx.size, ctx.stored = (kh, kw), stored
         return bank
@@ -300,8 +299,7 @@ class _MomentBody(torch.autograd.Function):
     def backward(ctx, grad):
         *inputs, bank, sine = ctx.saved_tensors
         if ctx.moments and not torch.is_grad_enabled():  # the compiled kernel reads the stored parameters itself
-            grads = _cpu_kernels.moment_gradients2d(grad, inputs, bank, sine, ctx.stored)
-            grads = (grads if inputs[0].dim() == 1 else grads.view(5, *inputs[0].shape)).unbind()
+            grads = _cpu_kernels.moment_gradients2d(grad, inputs, bank, sine, ctx.stored).unbind()
         else:  # outside the moment ranges, or create_graph (then differentiable: from the inputs)
             size = ctx.size
             params = [t.reshape(-1) for t in inputs]

@@ -131,18 +131,18 @@ def _bounds(ranges: tuple[float, float, float, float]) -> np.ndarray:
 def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = False, sine: bool = False,
            ranges: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
            ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-    """The bank ``K = E cos(phase)`` ``(N, kh, kw)`` from the five parameters ``params`` (``theta,
-    sigma, lambd, gamma, psi``, each of ``N`` elements, contiguous, CPU, float32 or float64; with
+    """The bank ``K = E cos(phase)`` ``(*S, kh, kw)`` from the five parameters ``params`` (``theta,
+    sigma, lambd, gamma, psi``, each of one shape ``S`` of ``N`` elements, CPU, float32 or float64; with
     ``stored`` the second to fourth are a layer's stored log-parameters, read through their
-    constraints), in their dtype, and with ``sine`` also ``S = E sin(phase)`` (else ``None``), and
+    constraints), in their dtype, and with ``sine`` also ``E sin(phase)`` ``(N, kh, kw)`` (else ``None``), and
     whether every sigma lies in ``ranges[0:2]`` and every gamma in ``ranges[2:4]`` (the moment
     backward's ranges; NaN lies in none). A psi outside ``(-2 pi, 2 pi)`` is reduced first.
     See ``_cpu_loops.bank_loop``."""
     arrays = _arrays(params)
     filters = arrays[0].shape[0]
-    bank = params[0].new_empty((filters, kh, kw))
+    bank = params[0].new_empty((*params[0].shape, kh, kw))
     sines = params[0].new_empty((filters, kh, kw) if sine else (0, kh, kw))
-    out, out_sine = bank.numpy(), sines.numpy()
+    out, out_sine = bank.numpy().reshape(filters, kh, kw), sines.numpy()
     bank_loop = loops().bank_loop
     bounds = _bounds(ranges)
     in_range = []
@@ -158,15 +158,15 @@ def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = F
 
 def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank: torch.Tensor, sine: torch.Tensor,
                        stored: bool) -> torch.Tensor:
-    """The five parameter gradients ``(5, N)`` in ``bank``'s dtype from the incoming gradient, the
+    """The five parameter gradients ``(5, *S)`` in ``bank``'s dtype from the incoming gradient, the
     bank ``K`` and ``S = E sin(phase)`` (``S`` of shape ``(N, kh, kw)``, the other two of any shape
-    with its elements in that order) and the Function's inputs ``params`` (five tensors of ``N``
-    elements; ``stored``: as in :func:`bank2d`), by the compiled loop (``_cpu_loops.moment_loop``),
+    with its elements in that order) and the Function's inputs ``params`` (five tensors of one shape
+    ``S`` of ``N`` elements; ``stored``: as in :func:`bank2d`), by the compiled loop (``_cpu_loops.moment_loop``),
     over the filters in chunks spread over torch's thread count."""
     filters, kh, kw = sine.shape
     moment_loop = loops().moment_loop
-    grads = bank.new_empty((5, filters))
-    out, s = grads.numpy(), sine.numpy()
+    grads = bank.new_empty((5, *params[0].shape))
+    out, s = grads.numpy().reshape(5, filters), sine.numpy()
     g, k = grad.numpy().reshape(s.shape), bank.detach().numpy().reshape(s.shape)
     theta, sigma, lambd, gamma = _arrays(params[:4])
     threads = torch.get_num_threads()

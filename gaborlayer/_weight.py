@@ -16,7 +16,7 @@ from . import _autograd, _cpu_kernels, _storage
 from ._cache import cacheable
 from ._compat import forward_ad_active, fx_tracing
 from ._family import FAMILIES
-from .functional import _bank, _quadrature_params, resolve_backend
+from .functional import _bank, _quadrature_params
 
 
 def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...], groups: int, output: str,
@@ -28,15 +28,15 @@ def gabor_weight(dims: int, names: tuple[str, ...], kernel_size: tuple[int, ...]
     """
     family = FAMILIES[dims]
     dtype = stored[0].dtype
-    if dims == 2 and output == "real" and not zero_mean and _cpu_kernels.eager_cpu(*stored) \
-            and not forward_ad_active() and resolve_backend(backend, stored[0].device) == "torch":
+    if dims == 2 and output == "real" and not zero_mean and backend in ("auto", "torch") \
+            and _cpu_kernels.eager_cpu(*stored) and not forward_ad_active():  # ("auto" is "torch" on CPU)
         # The eager CPU bank: one compiled call from the stored tensors, which it reads through their
         # constraints itself; in training through the moment Function (no autograd node per
         # transform or reshape), in eval straight, so that the two banks are the same to the bit.
         if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
             bank = _autograd._GaborKernel2dMoments.apply(*stored[:5], *kernel_size, True)
         else:
-            bank = _cpu_kernels.bank2d(stored[:5], *kernel_size, stored=True)[0].view(*stored[0].shape, *kernel_size)
+            bank = _cpu_kernels.bank2d(stored[:5], *kernel_size, stored=True)[0]
         if len(stored) > 5:  # amplitude
             bank = bank * stored[5][..., None, None]
         return bank if memory_format is None else bank.contiguous(memory_format=getattr(torch, memory_format))
