@@ -116,9 +116,21 @@ def _each_chunk(work: Callable[[slice], None], parts: list[slice], threads: int)
         pass
 
 
-def _arrays(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """The tensors' data as flat NumPy arrays (views of contiguous tensors, else copies)."""
-    return [t.detach().numpy().reshape(-1) for t in tensors]
+_LIKE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}  # the loops' dtype
+
+
+def _addresses(tensors: Sequence[torch.Tensor | None], keep: list) -> np.ndarray:
+    """Where the data of each of ``tensors`` starts (0 for ``None``), for the compiled loops, which
+    read them as C-contiguous arrays: a tensor that is not contiguous is copied first, and the copy
+    appended to ``keep``, which the caller holds until the loop has run."""
+    addresses = np.zeros(len(tensors), np.int64)
+    for i, t in enumerate(tensors):
+        if t is not None:
+            if not t.is_contiguous():
+                t = t.contiguous()
+                keep.append(t)
+            addresses[i] = t.data_ptr()
+    return addresses
 
 
 @functools.lru_cache(maxsize=8)
@@ -138,22 +150,22 @@ def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = F
     whether every sigma lies in ``ranges[0:2]`` and every gamma in ``ranges[2:4]`` (the moment
     backward's ranges; NaN lies in none). A psi outside ``(-2 pi, 2 pi)`` is reduced first.
     See ``_cpu_loops.bank_loop``."""
-    arrays = _arrays(params)
-    filters = arrays[0].shape[0]
-    bank = params[0].new_empty((*params[0].shape, kh, kw))
-    sines = params[0].new_empty((filters, kh, kw) if sine else (0, kh, kw))
-    out, out_sine = bank.numpy().reshape(filters, kh, kw), sines.numpy()
-    bank_loop = loops().bank_loop
-    bounds = _bounds(ranges)
+    first = params[0]
+    filters = first.numel()
+    bank = first.new_empty((*first.shape, kh, kw))
+    sines = first.new_empty((filters, kh, kw)) if sine else None
+    keep = []
+    addresses = _addresses([*params, bank, sines], keep)
+    bank_loop, like, bounds = loops().bank_loop, _LIKE[first.dtype], _bounds(ranges)
+    threads = torch.get_num_threads()
     in_range = []
 
     def build(part: slice) -> None:
-        in_range.append(bank_loop(*(a[part] for a in arrays), stored, out[part], out_sine[part] if sine else out_sine,
-                                  sine, bounds))
+        in_range.append(bank_loop(addresses, filters, kh, kw, part.start, min(part.stop, filters), stored, sine,
+                                  bounds, like))
 
-    threads = torch.get_num_threads()
     _each_chunk(build, _filter_chunks(filters, kh * kw, threads), threads)
-    return bank, sines if sine else None, all(in_range)
+    return bank, sines, all(in_range)
 
 
 def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank: torch.Tensor, sine: torch.Tensor,
@@ -164,13 +176,11 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     ``S`` of ``N`` elements; ``stored``: as in :func:`bank2d`), by the compiled loop (``_cpu_loops.moment_loop``),
     over the filters in chunks spread over torch's thread count."""
     filters, kh, kw = sine.shape
-    moment_loop = loops().moment_loop
     grads = bank.new_empty((5, *params[0].shape))
-    out, s = grads.numpy().reshape(5, filters), sine.numpy()
-    g, k = grad.numpy().reshape(s.shape), bank.detach().numpy().reshape(s.shape)
-    theta, sigma, lambd, gamma = _arrays(params[:4])
+    keep = []
+    addresses = _addresses([grad, bank, sine, *params[:4], grads], keep)
+    moment_loop, like = loops().moment_loop, _LIKE[bank.dtype]
     threads = torch.get_num_threads()
-    _each_chunk(lambda part: moment_loop(g[part], k[part], s[part], theta[part], sigma[part], lambd[part],
-                                         gamma[part], stored, *(row[part] for row in out)),
+    _each_chunk(lambda part: moment_loop(addresses, filters, kh, kw, part.start, min(part.stop, filters), stored, like),
                 _filter_chunks(filters, kh * kw, threads), threads)
     return grads

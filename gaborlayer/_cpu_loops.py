@@ -103,16 +103,37 @@ def _bounded_exp(r):  # pragma: no cover - compiled
     return _exp(min(max(r, -LOG_LIMIT), LOG_LIMIT))
 
 
+@intrinsic
+def _pointer(typingctx, address):
+    """The ``void *`` at the integer ``address``."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+    return types.voidptr(types.intp), codegen
+
+
 @numba.njit(nogil=True, fastmath=FAST, cache=True)
-def bank_loop(theta, sigma, lambd, gamma, psi, stored, bank, sine, want_sine, ranges):  # pragma: no cover
-    """:func:`_bank_block` over blocks of filters whose temporaries stay in the CPU's cache."""
-    filters, kh, kw = bank.shape
+def bank_loop(addresses, filters, kh, kw, start, end, stored, want_sine, ranges, like):  # pragma: no cover
+    """:func:`_bank_block` on filters ``start`` to ``end`` of a bank of ``filters``, in blocks whose
+    temporaries stay in the CPU's cache. The arrays are the C-contiguous tensors whose data start at
+    ``addresses`` (int64: theta, sigma, lambd, gamma, psi, each of ``filters``, then the bank and,
+    with ``want_sine``, ``S``, each ``(filters, kh, kw)``), of ``like``'s dtype: an address is read
+    in the call, with no NumPy array made per tensor (each ``Tensor.numpy()`` runs torch operations).
+    Returns whether every sigma and gamma of those filters lies in its range (see ``_bank_block``)."""
+    dtype = like.dtype
+    theta, sigma, lambd, gamma, psi = (numba.carray(_pointer(addresses[0]), filters, dtype),
+                                       numba.carray(_pointer(addresses[1]), filters, dtype),
+                                       numba.carray(_pointer(addresses[2]), filters, dtype),
+                                       numba.carray(_pointer(addresses[3]), filters, dtype),
+                                       numba.carray(_pointer(addresses[4]), filters, dtype))
+    bank = numba.carray(_pointer(addresses[5]), (filters, kh, kw), dtype)
+    sine = numba.carray(_pointer(addresses[6]), (filters if want_sine else 0, kh, kw), dtype)
     step = _block(kh * kw)
     inside = True
-    for start in range(0, filters, step):
-        end = min(start + step, filters)
-        inside &= _bank_block(theta[start:end], sigma[start:end], lambd[start:end], gamma[start:end],
-                              psi[start:end], stored, bank[start:end], sine[start:end], want_sine, ranges)
+    for first in range(start, end, step):
+        last = min(first + step, end)
+        part = slice(first, last)
+        inside &= _bank_block(theta[part], sigma[part], lambd[part], gamma[part], psi[part], stored, bank[part],
+                              sine[part] if want_sine else sine, want_sine, ranges)
     return inside
 
 
@@ -212,16 +233,25 @@ def _bank_block(theta, sigma, lambd, gamma, psi, stored, bank, sine, want_sine, 
 
 
 @numba.njit(nogil=True, fastmath=FAST, cache=True)
-def moment_loop(grad, bank, sine, theta, sigma, lambd, gamma, stored, d_theta, d_sigma, d_lambd, d_gamma,
-                d_psi):  # pragma: no cover - compiled
-    """:func:`_moment_block` over blocks of filters whose temporaries stay in the CPU's cache."""
-    filters, kh, kw = sine.shape
+def moment_loop(addresses, filters, kh, kw, start, end, stored, like):  # pragma: no cover - compiled
+    """:func:`_moment_block` on filters ``start`` to ``end``, in blocks whose temporaries stay in the
+    CPU's cache, from C-contiguous tensors at ``addresses`` (int64, as in :func:`bank_loop`: the
+    incoming gradient, ``K`` and ``S``, each ``(filters, kh, kw)``, theta, sigma, lambd, gamma, each
+    of ``filters``, and the gradients ``(5, filters)``), of ``like``'s dtype."""
+    dtype = like.dtype
+    grad = numba.carray(_pointer(addresses[0]), (filters, kh, kw), dtype)
+    bank = numba.carray(_pointer(addresses[1]), (filters, kh, kw), dtype)
+    sine = numba.carray(_pointer(addresses[2]), (filters, kh, kw), dtype)
+    theta, sigma, lambd, gamma = (numba.carray(_pointer(addresses[3]), filters, dtype),
+                                  numba.carray(_pointer(addresses[4]), filters, dtype),
+                                  numba.carray(_pointer(addresses[5]), filters, dtype),
+                                  numba.carray(_pointer(addresses[6]), filters, dtype))
+    out = numba.carray(_pointer(addresses[7]), (5, filters), dtype)
     step = _block(kh * kw)
-    for start in range(0, filters, step):
-        end = min(start + step, filters)
-        _moment_block(grad[start:end], bank[start:end], sine[start:end], theta[start:end], sigma[start:end],
-                      lambd[start:end], gamma[start:end], stored, d_theta[start:end], d_sigma[start:end],
-                      d_lambd[start:end], d_gamma[start:end], d_psi[start:end])
+    for first in range(start, end, step):
+        part = slice(first, min(first + step, end))
+        _moment_block(grad[part], bank[part], sine[part], theta[part], sigma[part], lambd[part], gamma[part], stored,
+                      out[0, part], out[1, part], out[2, part], out[3, part], out[4, part])
 
 
 @numba.njit(fastmath=FAST)
