@@ -10,13 +10,14 @@ functorch transform running, no autograd graph to record, numba importable) the 
 ``gaborlayer._autograd`` build the bank with one compiled call: the plain Function's forward and
 the moment Function alike, and a layer's bank in training and in eval, straight from its stored
 parameters, so the two are the same to the bit. Everywhere else the PyTorch formula
-(``_autograd._bank_terms2d``) runs. Every array here is a view of a tensor that torch allocated, so
-the results are ordinary, resizable torch tensors. A large bank is built and differentiated in
-chunks of filters spread over torch's thread count (the compiled loops release the GIL).
+(``_autograd._bank_terms2d``) runs. The loops read and write tensors that torch allocated, at their
+addresses, so the results are ordinary, resizable torch tensors. A large bank is built and
+differentiated in one chunk of filters per thread of torch's (the compiled loops release the GIL).
 """
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,6 @@ import torch
 
 from ._compat import functorch_active, fx_tracing
 
-CHUNK_ELEMENTS = 1 << 18
 PARALLEL_ELEMENTS = 1 << 14  # taps; below it one thread builds the bank (waking another costs more)
 
 
@@ -68,20 +68,16 @@ def eligible(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and eager_cpu(*tensors)
 
 
-def _filter_chunks(filters: int, taps: int, threads: int = 1) -> list[slice]:
-    """Slices of the filter index in chunks of at most about ``CHUNK_ELEMENTS / taps`` filters, a
-    multiple of 64, and, for a bank of at least ``PARALLEL_ELEMENTS`` taps, at least ``threads``
-    chunks. A large bank is built and differentiated chunk by chunk, so that each chunk's passes stay
-    in the CPU's cache instead of streaming ``(P, N)`` arrays through memory (256 x 256 x 7 x 7
-    forward + backward, PyTorch operations: 102 ms unchunked, 65 ms in chunks of 2^18 taps), and the
-    chunks are spread over threads (:func:`_each_chunk`). A multiple of 64 filters keeps every chunk
-    but the last free of the scalar tails of vectorised loops, so a chunked bank is the unchunked
-    one to the bit."""
-    step = max(64, CHUNK_ELEMENTS // taps // 64 * 64)
-    if threads > 1 and filters * taps >= PARALLEL_ELEMENTS:
-        per_thread = -(-filters // threads)
-        step = min(step, -(-per_thread // 64) * 64)  # rounded up to a multiple of 64
-    return [slice(start, start + step) for start in range(0, filters, step)]
+def _filter_chunks(filters: int, taps: int, threads: int) -> list[slice]:
+    """The filters in one chunk, or, for a bank of at least ``PARALLEL_ELEMENTS`` taps, in one chunk
+    per thread (:func:`_each_chunk`), each a multiple of 64 filters but the last. (Each loop runs its
+    chunk in blocks that keep its temporaries in the CPU's cache; a multiple of 64 keeps every block
+    but the last free of the scalar tails of vectorised loops.)"""
+    if threads <= 1 or filters * taps < PARALLEL_ELEMENTS:
+        return [slice(0, filters)]
+    per_thread = math.ceil(filters / threads)
+    step = math.ceil(per_thread / 64) * 64
+    return [slice(start, min(start + step, filters)) for start in range(0, filters, step)]
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -161,7 +157,7 @@ def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = F
     in_range = []
 
     def build(part: slice) -> None:
-        in_range.append(bank_loop(addresses, filters, kh, kw, part.start, min(part.stop, filters), stored, sine,
+        in_range.append(bank_loop(addresses, filters, kh, kw, part.start, part.stop, stored, sine,
                                   bounds, like))
 
     _each_chunk(build, _filter_chunks(filters, kh * kw, threads), threads)
@@ -181,6 +177,6 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     addresses = _addresses([grad, bank, sine, *params[:4], grads], keep)
     moment_loop, like = loops().moment_loop, _LIKE[bank.dtype]
     threads = torch.get_num_threads()
-    _each_chunk(lambda part: moment_loop(addresses, filters, kh, kw, part.start, min(part.stop, filters), stored, like),
+    _each_chunk(lambda part: moment_loop(addresses, filters, kh, kw, part.start, part.stop, stored, like),
                 _filter_chunks(filters, kh * kw, threads), threads)
     return grads

@@ -107,19 +107,26 @@ def test_a_subnormal_sigma_gives_the_centre_tap_alone():
     assert torch.equal(bank.count_nonzero((1, 2)), torch.tensor([1, 1]))
 
 
-def test_chunks_over_threads_give_the_bank_of_one_thread(monkeypatch):
-    monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
-    values = random_params(1000, torch.float32, seed=4)
+def test_chunks_over_threads_give_the_bank_and_gradients_of_one_thread(monkeypatch):
+    """3000 3 x 5 filters: in one thread three blocks inside the loop (1024, 1024, 952), on three
+    threads three chunks; the same bank and moment gradients to the bit."""
+    monkeypatch.setattr(cpu_kernels, "PARALLEL_ELEMENTS", 0)
+    values = random_params(3000, torch.float32, seed=4)
+    grad = torch.randn(3000, 3, 5, generator=torch.Generator().manual_seed(2))
     threads = torch.get_num_threads()
+    results = []
     try:
-        torch.set_num_threads(1)
-        one = cpu_kernels.bank2d(values, 3, 5, sine=True)
-        torch.set_num_threads(3)
-        several = cpu_kernels.bank2d(values, 3, 5, sine=True)
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            bank, sine, inside = cpu_kernels.bank2d(values, 3, 5, sine=True, ranges=(0.0, 1e9, 0.0, 1e9))
+            results.append((bank, sine, cpu_kernels.moment_gradients2d(grad, values, bank, sine, False), inside))
     finally:
         torch.set_num_threads(threads)
-    assert len(cpu_kernels._filter_chunks(1000, 15)) == 16
-    assert one[2] == several[2] and all(torch.equal(a, b) for a, b in zip(one[:2], several[:2]))
+    assert [(c.start, c.stop) for c in cpu_kernels._filter_chunks(3000, 15, 3)] == [(0, 1024), (1024, 2048),
+                                                                                   (2048, 3000)]
+    (*one, one_inside), (*several, several_inside) = results
+    assert one_inside and several_inside and all(torch.equal(a, b) for a, b in zip(one, several))
+    torch.testing.assert_close(one[0], torch_bank(values, 3, 5), rtol=0, atol=1e-5)  # every block right
 
 
 def _bank_in_child(values, queue):
@@ -134,7 +141,7 @@ def test_a_forked_child_builds_banks_with_a_pool_of_its_own(monkeypatch):
     """After the parent has started its chunk pool (and compiled the moment kernel), a forked child
     (as DataLoader workers are) must not wait on the parent's threads, which it does not have, and
     builds the same bank and moment gradients."""
-    monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
+    monkeypatch.setattr(cpu_kernels, "PARALLEL_ELEMENTS", 0)
     values = random_params(500, torch.float32, seed=5)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -359,17 +359,23 @@ def test_the_folded_layer_double_backward():
 # -- a large bank, chunk by chunk ------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_chunked_moment_path_is_the_unchunked_one(dtype, monkeypatch):
-    """With chunks of 64 filters (a bank of 200 3 x 5 filters: four chunks, the last of 8), the
+    """On four threads (a bank of 200 3 x 5 filters: four chunks of 64 filters, the last of 8), the
     bank is the unchunked one to the bit and the gradients are its to float rounding."""
     p = params(n=200, dtype=dtype, seed=3)
     whole = GaborKernel2d.apply(*p, 3, 5)
     grad = torch.randn(whole.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     want = torch.autograd.grad(whole, p, grad)
-    monkeypatch.setattr(cpu_kernels, "CHUNK_ELEMENTS", 64 * 15)
-    assert len(cpu_kernels._filter_chunks(200, 15)) == 4
+    monkeypatch.setattr(cpu_kernels, "PARALLEL_ELEMENTS", 0)
+    assert len(cpu_kernels._filter_chunks(200, 15, 4)) == 4
     q = [t.detach().clone().requires_grad_() for t in p]
-    bank = GaborKernel2d.apply(*q, 3, 5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        bank = GaborKernel2d.apply(*q, 3, 5)
+        got = torch.autograd.grad(bank, q, grad)
+    finally:
+        torch.set_num_threads(threads)
     assert path(bank) == MOMENTS
     assert torch.equal(bank, whole)
-    for g, w in zip(torch.autograd.grad(bank, q, grad), want):
+    for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6)
