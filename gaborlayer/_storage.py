@@ -64,10 +64,9 @@ def register(module: nn.Module, names: tuple[str, ...], learn: tuple[str, ...], 
 
 
 def stored(module: nn.Module, names: tuple[str, ...]) -> list[torch.Tensor]:
-    """The stored tensors of ``names``, as registered (read from the module's parameter and buffer
-    dicts, as ``nn.Module.__getattr__`` would, without a Python call per name)."""
-    parameters, buffers = module._parameters, module._buffers
-    return [parameters[key] if key in parameters else buffers[key] for key in (STORAGE[name].name for name in names)]
+    """The stored tensors of ``names``, as registered (through ``getattr``: ``torch.fx`` tracing
+    records parameters by intercepting it)."""
+    return [getattr(module, STORAGE[name].name) for name in names]
 
 
 def constrained(module: nn.Module, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:

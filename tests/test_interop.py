@@ -250,7 +250,8 @@ def test_fx_symbolic_trace(training):
 def test_jit_trace_in_eval_mode_with_its_check():
     model = nn.Sequential(GaborConv2d(3, 4, 5), nn.ReLU()).eval()
     traced = torch.jit.trace(model, X, check_trace=True)
-    torch.testing.assert_close(traced(X), model(X), rtol=0, atol=0)
+    # (the trace records the PyTorch formula; eagerly the bank is the compiled loop's: equal to rounding)
+    torch.testing.assert_close(traced(X), model(X), rtol=1e-5, atol=1e-6)
 
 
 def test_jit_script_says_what_to_use_instead():

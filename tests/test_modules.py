@@ -371,15 +371,15 @@ def test_learn_subset(learn, chosen):
 # -- the eval-mode cache ---------------------------------------------------------------------
 @pytest.fixture
 def bank_builds(monkeypatch):
-    """How many times the module built its bank: the bank builder of gaborlayer._weight, counted."""
+    """How many times the module built its bank: ``gaborlayer._weight.gabor_weight``, counted."""
     calls = []
-    real = _weight._bank
+    real = _weight.gabor_weight
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_weight, "_bank", counting)
+    monkeypatch.setattr(_weight, "gabor_weight", counting)
     return calls
 
 
