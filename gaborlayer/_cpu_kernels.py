@@ -117,18 +117,17 @@ def _each_chunk(work: Callable[[slice], None], parts: list[slice], threads: int)
 _LIKE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}  # the loops' dtype
 
 
-def _addresses(tensors: Sequence[torch.Tensor | None], keep: list) -> np.ndarray:
+def _addresses(tensors: Sequence[torch.Tensor | None], keep: list) -> tuple[int, ...]:
     """Where the data of each of ``tensors`` starts (0 for ``None``), for the compiled loops, which
     read them as C-contiguous arrays: a tensor that is not contiguous is copied first, and the copy
     appended to ``keep``, which the caller holds until the loop has run."""
-    addresses = np.zeros(len(tensors), np.int64)
-    for i, t in enumerate(tensors):
-        if t is not None:
-            if not t.is_contiguous():
-                t = t.contiguous()
-                keep.append(t)
-            addresses[i] = t.data_ptr()
-    return addresses
+    addresses = []
+    for t in tensors:
+        if t is not None and not t.is_contiguous():
+            t = t.contiguous()
+            keep.append(t)
+        addresses.append(0 if t is None else t.data_ptr())
+    return tuple(addresses)
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,14 +154,15 @@ def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = F
     keep = []
     addresses = _addresses([*params, bank, sines], keep)
     bank_loop, like, bounds = loops().bank_loop, _LIKE[first.dtype], _bounds(ranges)
-    threads = torch.get_num_threads()
+    parts = _filter_chunks(filters, kh * kw, torch.get_num_threads())
+    if len(parts) == 1:  # (most layers: no closure, no pool)
+        return bank, sines, bank_loop(addresses, filters, kh, kw, 0, filters, stored, sine, bounds, like)
     in_range = []
 
     def build(part: slice) -> None:
-        in_range.append(bank_loop(addresses, filters, kh, kw, part.start, part.stop, stored, sine,
-                                  bounds, like))
+        in_range.append(bank_loop(addresses, filters, kh, kw, part.start, part.stop, stored, sine, bounds, like))
 
-    _each_chunk(build, _filter_chunks(filters, kh * kw, threads), threads)
+    _each_chunk(build, parts, len(parts))
     return bank, sines, all(in_range)
 
 
@@ -178,7 +178,10 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     keep = []
     addresses = _addresses([grad, bank, sine, *params[:4], grads], keep)
     moment_loop, like = loops().moment_loop, _LIKE[bank.dtype]
-    threads = torch.get_num_threads()
-    _each_chunk(lambda part: moment_loop(addresses, filters, kh, kw, part.start, part.stop, stored, like),
-                _filter_chunks(filters, kh * kw, threads), threads)
+    parts = _filter_chunks(filters, kh * kw, torch.get_num_threads())
+    if len(parts) == 1:
+        moment_loop(addresses, filters, kh, kw, 0, filters, stored, like)
+    else:
+        _each_chunk(lambda part: moment_loop(addresses, filters, kh, kw, part.start, part.stop, stored, like),
+                    parts, len(parts))
     return grads

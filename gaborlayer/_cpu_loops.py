@@ -115,7 +115,7 @@ def _pointer(typingctx, address):
 def bank_loop(addresses, filters, kh, kw, start, end, stored, want_sine, ranges, like):  # pragma: no cover
     """:func:`_bank_block` on filters ``start`` to ``end`` of a bank of ``filters``, in blocks whose
     temporaries stay in the CPU's cache. The arrays are the C-contiguous tensors whose data start at
-    ``addresses`` (int64: theta, sigma, lambd, gamma, psi, each of ``filters``, then the bank and,
+    ``addresses`` (a tuple of ints: theta, sigma, lambd, gamma, psi, each of ``filters``, then the bank and,
     with ``want_sine``, ``S``, each ``(filters, kh, kw)``), of ``like``'s dtype: an address is read
     in the call, with no NumPy array made per tensor (each ``Tensor.numpy()`` runs torch operations).
     Returns whether every sigma and gamma of those filters lies in its range (see ``_bank_block``)."""
@@ -235,7 +235,7 @@ def _bank_block(theta, sigma, lambd, gamma, psi, stored, bank, sine, want_sine, 
 @numba.njit(nogil=True, fastmath=FAST, cache=True)
 def moment_loop(addresses, filters, kh, kw, start, end, stored, like):  # pragma: no cover - compiled
     """:func:`_moment_block` on filters ``start`` to ``end``, in blocks whose temporaries stay in the
-    CPU's cache, from C-contiguous tensors at ``addresses`` (int64, as in :func:`bank_loop`: the
+    CPU's cache, from C-contiguous tensors at ``addresses`` (ints, as in :func:`bank_loop`: the
     incoming gradient, ``K`` and ``S``, each ``(filters, kh, kw)``, theta, sigma, lambd, gamma, each
     of ``filters``, and the gradients ``(5, filters)``), of ``like``'s dtype."""
     dtype = like.dtype
