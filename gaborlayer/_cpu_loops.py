@@ -234,10 +234,10 @@ def _bank_block(theta, sigma, lambd, gamma, psi, stored, bank, sine, want_sine, 
 
 @numba.njit(nogil=True, fastmath=FAST, cache=True)
 def moment_loop(addresses, filters, kh, kw, start, end, stored, like):  # pragma: no cover - compiled
-    """:func:`_moment_block` on filters ``start`` to ``end``, in blocks whose temporaries stay in the
-    CPU's cache, from C-contiguous tensors at ``addresses`` (ints, as in :func:`bank_loop`: the
-    incoming gradient, ``K`` and ``S``, each ``(filters, kh, kw)``, theta, sigma, lambd, gamma, each
-    of ``filters``, and the gradients ``(5, filters)``), of ``like``'s dtype."""
+    """:func:`_moments` of filters ``start`` to ``end``, from C-contiguous tensors at ``addresses``
+    (ints, as in :func:`bank_loop`: the incoming gradient, ``K`` and ``S``, each ``(filters, kh,
+    kw)``, theta, sigma, lambd, gamma, each of ``filters``, and the gradients ``(5, filters)``), of
+    ``like``'s dtype."""
     dtype = like.dtype
     grad = numba.carray(_pointer(addresses[0]), (filters, kh, kw), dtype)
     bank = numba.carray(_pointer(addresses[1]), (filters, kh, kw), dtype)
@@ -247,17 +247,12 @@ def moment_loop(addresses, filters, kh, kw, start, end, stored, like):  # pragma
                                   numba.carray(_pointer(addresses[5]), filters, dtype),
                                   numba.carray(_pointer(addresses[6]), filters, dtype))
     out = numba.carray(_pointer(addresses[7]), (5, filters), dtype)
-    step = _block(kh * kw)
-    for first in range(start, end, step):
-        part = slice(first, min(first + step, end))
-        _moment_block(grad[part], bank[part], sine[part], theta[part], sigma[part], lambd[part], gamma[part], stored,
-                      out[0, part], out[1, part], out[2, part], out[3, part], out[4, part])
+    _moments(grad, bank, sine, theta, sigma, lambd, gamma, stored, out, start, end)
 
 
 @numba.njit(fastmath=FAST)
-def _moment_block(grad, bank, sine, theta, sigma, lambd, gamma, stored, d_theta, d_sigma, d_lambd, d_gamma,
-                  d_psi):  # pragma: no cover - compiled
-    """The five parameter gradients of each filter into ``d_theta`` ... ``d_psi`` (1-D, ``n``) from the
+def _moments(grad, bank, sine, theta, sigma, lambd, gamma, stored, out, start, end):  # pragma: no cover
+    """The five parameter gradients of filters ``start`` to ``end`` into ``out (5, n)`` from the
     incoming gradient ``G``, ``K`` and ``S``, each ``(n, kh, kw)``, and the Function's inputs (1-D
     arrays of ``n``; with ``stored`` ``sigma``, ``lambd`` and ``gamma`` are a layer's log-parameters,
     read as :func:`bank_loop` reads them, and their gradients multiplied by the derivative of that
@@ -266,84 +261,53 @@ def _moment_block(grad, bank, sine, theta, sigma, lambd, gamma, stored, d_theta,
         sum G K (x^2 - y^2),  sum G K 2xy,  sum G K (x^2 + y^2),  sum G S x,  sum G S y,  sum G S
     are rotated into the filter's frame (by -2 theta and -theta, the cosines and sines of 2 theta
     by the double-angle formulas) and combined (see the comment above ``_autograd._MomentBody``).
-    As in :func:`bank_loop`, every loop runs over the filters, innermost, one result per loop."""
-    filters, kh, kw = sine.shape
-    taps = kh * kw
-    gk, gs = np.empty((taps, filters)), np.empty((taps, filters))  # G K and G S, filters innermost
-    for n in range(filters):
-        for i in range(kh):
+    One pass over the three banks, filter by filter, with no temporaries: as fast as loops over the
+    filters vectorised through ``(taps, n)`` temporaries (tried: 0.37 against 0.40 ms at 4096 3 x 3
+    filters alone, 381 against 393 us inside a training step), and simpler."""
+    _, kh, kw = sine.shape
+    for n in range(start, end):
+        d_x = d_y = k_rr = l_x = l_y = s_1 = 0.0
+        for i in range(kh):  # each row's sums over x first, then weighted by the row's y
+            y = i - (kh - 1) / 2
+            gk_1 = gk_x = gk_xx = gs_1 = gs_x = 0.0
             for j in range(kw):
+                x = j - (kw - 1) / 2
                 g = np.float64(grad[n, i, j])  # (numba's float() keeps a float32 a float32)
-                gk[i * kw + j, n] = g * np.float64(bank[n, i, j])
-                gs[i * kw + j, n] = g * np.float64(sine[n, i, j])
-    d_x, d_y, k_rr = np.zeros(filters), np.zeros(filters), np.zeros(filters)
-    l_x, l_y, s_1 = np.zeros(filters), np.zeros(filters), np.zeros(filters)
-    for t in range(taps):
-        y, x = t // kw - (kh - 1) / 2, t % kw - (kw - 1) / 2
-        w = x * x - y * y
-        for n in range(filters):
-            d_x[n] += w * gk[t, n]
-        w = 2 * x * y
-        for n in range(filters):
-            d_y[n] += w * gk[t, n]
-        w = x * x + y * y
-        for n in range(filters):
-            k_rr[n] += w * gk[t, n]
-        for n in range(filters):
-            l_x[n] += x * gs[t, n]
-        for n in range(filters):
-            l_y[n] += y * gs[t, n]
-        for n in range(filters):
-            s_1[n] += gs[t, n]
-    # The values and the derivatives of the stored reads (1 for plain values)
-    width, wave, aspect = np.empty(filters), np.empty(filters), np.empty(filters)
-    chain_sigma, chain_lambd, chain_gamma = np.ones(filters), np.ones(filters), np.ones(filters)
-    if stored:
-        for n in range(filters):
-            width[n] = _bounded_exp(np.float64(sigma[n]))
-        for n in range(filters):
-            chain_lambd[n] = _bounded_exp(np.float64(lambd[n]))
-        for n in range(filters):
-            aspect[n] = _bounded_exp(np.float64(gamma[n]))
-        for n in range(filters):
-            wave[n] = LAMBD_FLOOR + chain_lambd[n]
-        for n in range(filters):
-            chain_sigma[n] = width[n] if -LOG_LIMIT < sigma[n] < LOG_LIMIT else 0.0
-        for n in range(filters):
-            chain_lambd[n] = chain_lambd[n] if -LOG_LIMIT < lambd[n] < LOG_LIMIT else 0.0
-        for n in range(filters):
-            chain_gamma[n] = aspect[n] if -LOG_LIMIT < gamma[n] < LOG_LIMIT else 0.0
-    else:
-        for n in range(filters):
-            width[n] = sigma[n]
-        for n in range(filters):
-            wave[n] = lambd[n]
-        for n in range(filters):
-            aspect[n] = gamma[n]
-    for n in range(filters):
-        wave[n] = TWO_PI / wave[n]
-    cos_t, sin_t, angle = np.empty(filters), np.empty(filters), np.empty(filters)
-    for n in range(filters):
-        angle[n] = theta[n]
-    _sincos_into(angle, sin_t, cos_t)
-    # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D')/2, sum G K y'^2 = (T - Re D')/2, where D =
-    # sum G K (x + iy)^2 turned by -2 theta and L = sum G S (x + iy) turned by -theta.
-    for n in range(filters):  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
-        c, s = cos_t[n], sin_t[n]
-        d_im = d_y[n] * ((c - s) * (c + s)) - d_x[n] * (2 * s * c)
-        half_var = 0.5 / (width[n] * width[n])
-        d_theta[n] = (aspect[n] * aspect[n] * half_var - half_var) * d_im - wave[n] * (l_y[n] * c - l_x[n] * s)
-    for n in range(filters):  # K (x'^2 + gamma^2 y'^2)/sigma^3
-        c, s = cos_t[n], sin_t[n]
-        d_re = d_x[n] * ((c - s) * (c + s)) + d_y[n] * (2 * s * c)
-        half_var = 0.5 / (width[n] * width[n])
-        d_sigma[n] = (aspect[n] * aspect[n] * half_var * (k_rr[n] - d_re) + half_var * (k_rr[n] + d_re)) \
-            / width[n] * chain_sigma[n]
-    for n in range(filters):  # S 2 pi x'/lambd^2
-        d_lambd[n] = wave[n] * wave[n] / TWO_PI * (l_x[n] * cos_t[n] + l_y[n] * sin_t[n]) * chain_lambd[n]
-    for n in range(filters):  # -K gamma y'^2/sigma^2
-        c, s = cos_t[n], sin_t[n]
-        d_re = d_x[n] * ((c - s) * (c + s)) + d_y[n] * (2 * s * c)
-        d_gamma[n] = -aspect[n] * (0.5 / (width[n] * width[n])) * (k_rr[n] - d_re) * chain_gamma[n]
-    for n in range(filters):  # -S
-        d_psi[n] = -s_1[n]
+                gk = g * np.float64(bank[n, i, j])
+                gs = g * np.float64(sine[n, i, j])
+                gk_1 += gk
+                gk_x += gk * x
+                gk_xx += gk * x * x
+                gs_1 += gs
+                gs_x += gs * x
+            d_x += gk_xx - y * y * gk_1
+            d_y += 2 * y * gk_x
+            k_rr += gk_xx + y * y * gk_1
+            l_x += gs_x
+            l_y += y * gs_1
+            s_1 += gs_1
+        s, w, g = np.float64(sigma[n]), np.float64(lambd[n]), np.float64(gamma[n])
+        d_sigma = d_lambd = d_gamma = 1.0
+        if stored:
+            e_sigma, e_lambd, e_gamma = _bounded_exp(s), _bounded_exp(w), _bounded_exp(g)
+            d_sigma = e_sigma if -LOG_LIMIT < s < LOG_LIMIT else 0.0
+            d_lambd = e_lambd if -LOG_LIMIT < w < LOG_LIMIT else 0.0
+            d_gamma = e_gamma if -LOG_LIMIT < g < LOG_LIMIT else 0.0
+            s, w, g = e_sigma, LAMBD_FLOOR + e_lambd, e_gamma
+        t = np.float64(theta[n])
+        if abs(t) <= SINCOS_LIMIT:  # (as _sincos_into takes the forward's)
+            sn, c = _sincos(t)
+        else:
+            sn, c = math.sin(t), math.cos(t)
+        c2, s2 = (c - sn) * (c + sn), 2 * sn * c
+        d_re, d_im = d_x * c2 + d_y * s2, d_y * c2 - d_x * s2  # D = sum G K (x + iy)^2, turned by -2 theta
+        l_re, l_im = l_x * c + l_y * sn, l_y * c - l_x * sn  # L = sum G S (x + iy), turned by -theta
+        # With q = 1/(2 sigma^2): sum G K x'^2 = (T + Re D')/2, sum G K y'^2 = (T - Re D')/2.
+        half_var, wave = 0.5 / (s * s), TWO_PI / w
+        across = g * g * half_var
+        y_sq, x_sq = k_rr - d_re, k_rr + d_re  # twice sum G K y'^2 and twice sum G K x'^2
+        out[0, n] = (across - half_var) * d_im - wave * l_im  # K x'y' (gamma^2 - 1)/sigma^2 - S 2 pi y'/lambd
+        out[1, n] = (across * y_sq + half_var * x_sq) / s * d_sigma  # K (x'^2 + gamma^2 y'^2)/sigma^3
+        out[2, n] = wave / w * l_re * d_lambd  # S 2 pi x'/lambd^2
+        out[3, n] = -g * half_var * y_sq * d_gamma  # -K gamma y'^2/sigma^2
+        out[4, n] = -s_1  # -S
