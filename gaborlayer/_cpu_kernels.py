@@ -70,7 +70,7 @@ def eligible(*tensors: torch.Tensor) -> bool:
 
 def _filter_chunks(filters: int, taps: int, threads: int) -> list[slice]:
     """The filters in one chunk, or, for a bank of at least ``PARALLEL_ELEMENTS`` taps, in one chunk
-    per thread (:func:`_each_chunk`), each a multiple of 64 filters but the last. (Each loop runs its
+    per thread (:func:`_over_filters`), each a multiple of 64 filters but the last. (Each loop runs its
     chunk in blocks that keep its temporaries in the CPU's cache; a multiple of 64 keeps every block
     but the last free of the scalar tails of vectorised loops.) Below 2^18 taps a second thread cost
     more than it gave inside a training step (right after the convolution, whose threads are still
@@ -93,25 +93,30 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)  # a forked child (DataLoader workers) has no pool threads
 
 
-def _each_chunk(work: Callable[[slice], None], parts: list[slice], threads: int) -> None:
-    """``work(part)`` for each of ``parts``: in turn where there is one part or one thread, else spread
-    over the calling thread and ``threads - 1`` threads of a pool kept for the purpose (the compiled
-    loops release the GIL, so the chunks run in parallel, as torch's own operations would)."""
+def _over_filters(loop: Callable, addresses: tuple[int, ...], filters: int, kh: int, kw: int, *rest) -> list:
+    """``loop(addresses, filters, kh, kw, start, end, *rest)`` over the chunks of
+    :func:`_filter_chunks` (one per thread), their results in order: a bank of one chunk in the
+    calling thread, with no pool; else the calling thread takes the first chunk and a pool of
+    ``len(chunks) - 1`` threads, kept for the purpose, the rest (the compiled loops release the GIL,
+    so the chunks run in parallel, as torch's own operations would)."""
     global _pool
-    threads = min(threads, len(parts))
-    if threads <= 1:
-        for part in parts:
-            work(part)
-        return
+    parts = _filter_chunks(filters, kh * kw, torch.get_num_threads())
+    if len(parts) == 1:
+        return [loop(addresses, filters, kh, kw, 0, filters, *rest)]
+
+    def work(part: slice):
+        return loop(addresses, filters, kh, kw, part.start, part.stop, *rest)
+
+    threads = len(parts)
     pool = _pool
     if pool is None or pool[0] != threads - 1:
         pool = _pool = (threads - 1, ThreadPoolExecutor(threads - 1, thread_name_prefix="gaborlayer"))
-    # The calling thread takes every threads-th part; the pool the rest.
-    others = pool[1].map(work, [part for i, part in enumerate(parts) if i % threads])
-    for part in parts[::threads]:
-        work(part)
-    for _ in others:  # (raises a worker's exception here)
-        pass
+    others = pool[1].map(work, parts[1:])
+    try:
+        first = work(parts[0])
+    finally:  # wait for the pool's chunks (the tensors they write must outlive them); raises their exception
+        results = list(others)
+    return [first, *results]
 
 
 _LIKE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}  # the loops' dtype
@@ -153,16 +158,8 @@ def bank2d(params: Sequence[torch.Tensor], kh: int, kw: int, *, stored: bool = F
     sines = first.new_empty((filters, kh, kw)) if sine else None
     keep = []
     addresses = _addresses([*params, bank, sines], keep)
-    bank_loop, like, bounds = loops().bank_loop, _LIKE[first.dtype], _bounds(ranges)
-    parts = _filter_chunks(filters, kh * kw, torch.get_num_threads())
-    if len(parts) == 1:  # (most layers: no closure, no pool)
-        return bank, sines, bank_loop(addresses, filters, kh, kw, 0, filters, stored, sine, bounds, like)
-    in_range = []
-
-    def build(part: slice) -> None:
-        in_range.append(bank_loop(addresses, filters, kh, kw, part.start, part.stop, stored, sine, bounds, like))
-
-    _each_chunk(build, parts, len(parts))
+    in_range = _over_filters(loops().bank_loop, addresses, filters, kh, kw, stored, sine, _bounds(ranges),
+                             _LIKE[first.dtype])
     return bank, sines, all(in_range)
 
 
@@ -177,11 +174,5 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     grads = bank.new_empty((5, *params[0].shape))
     keep = []
     addresses = _addresses([grad, bank, sine, *params[:4], grads], keep)
-    moment_loop, like = loops().moment_loop, _LIKE[bank.dtype]
-    parts = _filter_chunks(filters, kh * kw, torch.get_num_threads())
-    if len(parts) == 1:
-        moment_loop(addresses, filters, kh, kw, 0, filters, stored, like)
-    else:
-        _each_chunk(lambda part: moment_loop(addresses, filters, kh, kw, part.start, part.stop, stored, like),
-                    parts, len(parts))
+    _over_filters(loops().moment_loop, addresses, filters, kh, kw, stored, _LIKE[bank.dtype])
     return grads

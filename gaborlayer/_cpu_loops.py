@@ -133,7 +133,7 @@ def bank_loop(addresses, filters, kh, kw, start, end, stored, want_sine, ranges,
         last = min(first + step, end)
         part = slice(first, last)
         inside &= _bank_block(theta[part], sigma[part], lambd[part], gamma[part], psi[part], stored, bank[part],
-                              sine[part] if want_sine else sine, want_sine, ranges)
+                              sine[part], want_sine, ranges)  # (without want_sine, sine has no filters)
     return inside
 
 

@@ -1,6 +1,6 @@
 """The eager CPU kernels of the 2-D bank (``gaborlayer._cpu_kernels``): where they run, that they
 compute the PyTorch formula's bank to float rounding at ordinary and extreme parameters without a
-NumPy warning, that chunks spread over threads (and over a fork) give the same bank and moment
+floating-point warning, that chunks spread over threads (and over a fork) give the same bank and moment
 gradients, and that without numba the plain backward runs.
 
 Their gradients are checked where every gradient is: the generated suites (tests/test_gradients.py,
@@ -33,7 +33,7 @@ def random_params(n, dtype, seed=0):
     return [lo + (hi - lo) * torch.rand(n, generator=gen, dtype=dtype) for lo, hi in (RANGES[k] for k in NAMES)]
 
 
-def test_the_eager_cpu_bank_comes_from_numpy_and_traced_ones_from_torch(monkeypatch):
+def test_the_eager_cpu_bank_comes_from_the_compiled_loop_and_traced_ones_from_torch(monkeypatch):
     calls = []
     real = cpu_kernels.bank2d
     monkeypatch.setattr(cpu_kernels, "bank2d", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -72,7 +72,7 @@ def banks(draw):
 
 @settings(max_examples=scaled(300))
 @given(case=banks())
-def test_the_numpy_bank_is_the_torch_formulas_to_rounding_without_warnings(case):
+def test_the_compiled_bank_is_the_torch_formulas_to_rounding_without_warnings(case):
     """Both against each other at the same values: within a few roundings of the bank's scale (the
     phase reaches 2 pi x'/lambd + psi, so its rounding is that of a number of that size), never NaN,
     and no NumPy floating-point warning escapes (overflow to inf and underflow to 0 are intended)."""
