@@ -5,7 +5,8 @@ stored parameter tensors and its configuration. The cache keeps the last bank wi
 values it was built from, and serves it while the current values are equal to that copy. Equality
 of values, not a version counter, is the key: fused optimizers (``Adam(fused=True)``, ...) and
 ``param.data`` writes change values without bumping any counter. Comparing a few small parameter
-tensors costs far less than the convolution the bank feeds (on a GPU it is one synchronisation).
+tensors costs far less than the convolution the bank feeds: on a CPU one compiled call
+(``_cpu_kernels.same_values``), on a GPU one synchronisation per tensor.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from . import _cpu_kernels
 from ._compat import functorch_active, version_counter
 
 
@@ -22,13 +24,8 @@ def cacheable(training: bool, stored: list[torch.Tensor]) -> bool:
     tensors."""
     if training or torch.compiler.is_compiling() or torch.jit.is_tracing() or functorch_active():
         return False  # functorch's wrapped tensors (vmap, grad) have no values to compare
-    if torch.is_grad_enabled() and any(t.requires_grad for t in stored):
-        return False
-    return not any(t.is_inference() for t in stored)
-
-
-def _signature(t: torch.Tensor) -> tuple:
-    return t.dtype, t.device, t.shape, t.stride()
+    graph = torch.is_grad_enabled()
+    return not any((graph and t.requires_grad) or t.is_inference() for t in stored)
 
 
 class BankCache:
@@ -45,14 +42,14 @@ class BankCache:
     def get(self, stored: list[torch.Tensor], config: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The bank for the values of ``stored`` and ``config``: the cached one if they are equal to
         those it was built from, else ``build()``."""
-        key = (config, [_signature(t) for t in stored])
+        key = (config, [(type(t), t.dtype, t.device, t.shape, t.stride()) for t in stored])
         entry = self._entry
-        if entry is not None and entry[0] == key and all(torch.equal(t, v) for t, v in zip(stored, entry[1])):
+        if entry is not None and entry[0] == key and entry[1](stored):
             return entry[2]
         # Not an inference tensor, so the bank can also serve a later forward that needs grad
         # for the input only. (In this order: inference_mode(False) turns grad mode back on.)
         with torch.inference_mode(False), torch.no_grad():
-            entry = (key, [t.detach().clone() for t in stored], build())
+            entry = (key, _cpu_kernels.equality_check([t.detach().clone() for t in stored]), build())
         self._entry = entry
         return entry[2]
 

@@ -51,13 +51,16 @@ def forward_ad_active() -> bool:
     return True if not isinstance(level, int) else level >= 0
 
 
+_symbolic_trace = getattr(torch.fx, "_symbolic_trace", None)
+# is_fx_symbolic_tracing in newer torch; is_fx_tracing (which also answers for export) before
+_is_fx_tracing = (getattr(_symbolic_trace, "is_fx_symbolic_tracing", None)
+                  or getattr(_symbolic_trace, "is_fx_tracing", None))
+
+
 def fx_tracing() -> bool:
-    """Whether ``torch.fx.symbolic_trace`` is tracing. Unknown (the API moved): ``False``."""
-    symbolic_trace = getattr(torch.fx, "_symbolic_trace", None)
-    # is_fx_symbolic_tracing in newer torch; is_fx_tracing (which also answers for export) before
-    is_tracing = (getattr(symbolic_trace, "is_fx_symbolic_tracing", None)
-                  or getattr(symbolic_trace, "is_fx_tracing", None))
-    return bool(is_tracing()) if is_tracing is not None else False
+    """Whether ``torch.fx.symbolic_trace`` is tracing. Unknown (the API moved): ``False``. (The
+    predicate is looked up once, at import: a layer's forward asks on every call.)"""
+    return bool(_is_fx_tracing()) if _is_fx_tracing is not None else False
 
 
 def register_default_fusers(mapping: dict) -> bool:

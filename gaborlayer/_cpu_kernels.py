@@ -176,3 +176,19 @@ def moment_gradients2d(grad: torch.Tensor, params: Sequence[torch.Tensor], bank:
     addresses = _addresses([grad, bank, sine, *params[:4], grads], keep)
     _over_filters(loops().moment_loop, addresses, filters, kh, kw, stored, _LIKE[bank.dtype])
     return grads
+
+
+def equality_check(copies: list[torch.Tensor]) -> Callable[[Sequence[torch.Tensor]], bool]:
+    """A function that tells whether tensors hold the values of ``copies`` (each compared with the
+    copy at its place; the caller sees that they have the copies' type, dtype, device, shape and
+    strides). Where every copy is a contiguous CPU tensor, one compiled loop compares the bytes
+    (``_cpu_loops.same_bytes``: a few microseconds, where ``torch.equal`` costs that per tensor);
+    elsewhere ``torch.equal``. As bytes, a NaN equals itself and 0.0 differs from -0.0: a cache keyed
+    on them can serve no wrong bank, and at worst builds one again."""
+    compiled = loops()
+    if compiled is None or not all(type(c) in (torch.Tensor, torch.nn.Parameter) and c.is_cpu and c.is_contiguous()
+                                   for c in copies):
+        return lambda tensors: all(torch.equal(t, c) for t, c in zip(tensors, copies))
+    same_bytes, addresses, sizes = compiled.same_bytes, tuple(c.data_ptr() for c in copies), tuple(c.nbytes for c in copies)
+    # (The function holds the copies, whose memory it reads at their addresses.)
+    return lambda tensors, copies=copies: same_bytes(tuple(t.data_ptr() for t in tensors), addresses, sizes)

@@ -311,3 +311,23 @@ def _moments(grad, bank, sine, theta, sigma, lambd, gamma, stored, out, start, e
         out[2, n] = wave / w * l_re * d_lambd  # S 2 pi x'/lambd^2
         out[3, n] = -g * half_var * y_sq * d_gamma  # -K gamma y'^2/sigma^2
         out[4, n] = -s_1  # -S
+
+
+@numba.njit(nogil=True, cache=True)
+def same_bytes(addresses, copies, sizes):  # pragma: no cover - compiled
+    """Whether the ``sizes[i]`` bytes at ``addresses[i]`` equal those at ``copies[i]``, for every
+    ``i`` (tuples of ints): the eval-mode bank cache's check that a layer's parameters are those the
+    bank was built from. No early exit: the differences are OR-ed together, 8 bytes at a time where
+    both addresses allow it, so the loop vectorises."""
+    diff = np.uint64(0)
+    for i in range(len(sizes)):
+        words = sizes[i] // 8 if (addresses[i] | copies[i]) % 8 == 0 else 0
+        a_words = numba.carray(_pointer(addresses[i]), words, np.uint64)
+        b_words = numba.carray(_pointer(copies[i]), words, np.uint64)
+        for j in range(words):
+            diff |= a_words[j] ^ b_words[j]
+        a = numba.carray(_pointer(addresses[i]), sizes[i], np.uint8)
+        b = numba.carray(_pointer(copies[i]), sizes[i], np.uint8)
+        for j in range(8 * words, sizes[i]):
+            diff |= np.uint64(a[j] ^ b[j])
+    return diff == 0

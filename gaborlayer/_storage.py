@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import LAMBD_FLOOR
+from ._compat import fx_tracing
 
 # Log-parameters are read through exp(clamp(r, -LOG_LIMIT, LOG_LIMIT)): beyond e^80 ~ 5.5e34 a
 # float32 sigma or gamma would overflow to inf (or underflow to 0) and the bank turn NaN; no
@@ -64,9 +65,22 @@ def register(module: nn.Module, names: tuple[str, ...], learn: tuple[str, ...], 
 
 
 def stored(module: nn.Module, names: tuple[str, ...]) -> list[torch.Tensor]:
-    """The stored tensors of ``names``, as registered (through ``getattr``: ``torch.fx`` tracing
-    records parameters by intercepting it)."""
-    return [getattr(module, STORAGE[name].name) for name in names]
+    """The stored tensors of ``names``, as registered. Read from the module's parameter and buffer
+    dicts (a forward reads them on every call, and ``nn.Module.__getattr__`` costs a microsecond or
+    two each), except while ``torch.fx`` traces, which records parameters by intercepting
+    ``getattr``, and for a name in neither dict (a parametrised one, ``torch.nn.utils.parametrize``)."""
+    if fx_tracing():
+        return [getattr(module, STORAGE[name].name) for name in names]
+    found = []
+    for name in names:
+        key = STORAGE[name].name
+        tensor = module._parameters.get(key)
+        if tensor is None:
+            tensor = module._buffers.get(key)
+            if tensor is None:
+                tensor = getattr(module, key)
+        found.append(tensor)
+    return found
 
 
 def constrained(module: nn.Module, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:

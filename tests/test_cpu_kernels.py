@@ -237,3 +237,30 @@ def test_the_bank_reads_stored_log_parameters_as_the_layer_does(dtype):
     want = cpu_kernels.bank2d([theta, *read, psi], 5, 5)[0]
     assert not got.isnan().any()
     torch.testing.assert_close(got.double(), want, rtol=0, atol=4 * torch.finfo(dtype).eps)
+
+
+# -- the eval-mode cache's value check ---------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from([torch.float16, torch.float32, torch.float64]),
+       sizes=st.lists(st.integers(0, 70), min_size=1, max_size=6), offset=st.integers(0, 3),
+       change=st.one_of(st.none(), st.tuples(st.integers(0, 5), st.integers(0, 69))), seed=st.integers(0, 2**16))
+def test_the_compiled_value_check_agrees_with_torch_equal(dtype, sizes, offset, change, seed):
+    """Every byte counts, the ragged tails and misaligned addresses (a view at an odd offset) included."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(n + offset, generator=gen).to(dtype)[offset:] for n in sizes]
+    check = cpu_kernels.equality_check([t.clone() for t in tensors])
+    assert check(tensors)
+    if change is not None and sizes[change[0] % len(sizes)] > 0:
+        t = tensors[change[0] % len(sizes)]
+        t[change[1] % t.numel()] += 1
+        assert not check(tensors)
+
+
+def test_the_value_check_without_numba_or_for_strided_tensors_is_torch_equal(monkeypatch):
+    t = torch.arange(12.0).reshape(3, 4).t()  # not contiguous
+    check = cpu_kernels.equality_check([t.clone()])
+    assert check([t]) and not check([t + 1])
+    monkeypatch.setattr(cpu_kernels, "loops", lambda: None)
+    u = torch.arange(5.0)
+    check = cpu_kernels.equality_check([u.clone()])
+    assert check([u]) and not check([u * 2])
