@@ -189,6 +189,7 @@ def equality_check(copies: list[torch.Tensor]) -> Callable[[Sequence[torch.Tenso
     if compiled is None or not all(type(c) in (torch.Tensor, torch.nn.Parameter) and c.is_cpu and c.is_contiguous()
                                    for c in copies):
         return lambda tensors: all(torch.equal(t, c) for t, c in zip(tensors, copies))
-    same_bytes, addresses, sizes = compiled.same_bytes, tuple(c.data_ptr() for c in copies), tuple(c.nbytes for c in copies)
+    same_bytes = compiled.same_bytes
+    addresses, sizes = tuple(c.data_ptr() for c in copies), tuple(c.nbytes for c in copies)
     # (The function holds the copies, whose memory it reads at their addresses.)
     return lambda tensors, copies=copies: same_bytes(tuple(t.data_ptr() for t in tensors), addresses, sizes)
