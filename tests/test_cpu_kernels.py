@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gaborlayer import GaborConv2d, gabor_kernel2d
 from gaborlayer import _autograd as ag
+from gaborlayer._reference import gabor_kernel2d_reference
 from gaborlayer import _cpu_kernels as cpu_kernels
 
 NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
@@ -108,8 +109,9 @@ def test_a_subnormal_sigma_gives_the_centre_tap_alone():
 
 
 def test_chunks_over_threads_give_the_bank_and_gradients_of_one_thread(monkeypatch):
-    """3000 3 x 5 filters: in one thread three blocks inside the loop (1024, 1024, 952), on three
-    threads three chunks; the same bank and moment gradients to the bit."""
+    """3000 3 x 5 filters: in one thread three blocks inside the bank loop (1024, 1024, 952) and twelve
+    inside the moment loop (256 each but the last), on three threads three chunks; the same bank and
+    moment gradients to the bit, and each right."""
     monkeypatch.setattr(cpu_kernels, "PARALLEL_ELEMENTS", 0)
     values = random_params(3000, torch.float32, seed=4)
     grad = torch.randn(3000, 3, 5, generator=torch.Generator().manual_seed(2))
@@ -127,6 +129,9 @@ def test_chunks_over_threads_give_the_bank_and_gradients_of_one_thread(monkeypat
     (*one, one_inside), (*several, several_inside) = results
     assert one_inside and several_inside and all(torch.equal(a, b) for a, b in zip(one, several))
     torch.testing.assert_close(one[0], torch_bank(values, 3, 5), rtol=0, atol=1e-5)  # every block right
+    exact = [v.double().requires_grad_() for v in values]  # and every block of the moment loop
+    gabor_kernel2d_reference(*exact, 3, 5).backward(grad.double())
+    torch.testing.assert_close(one[2], torch.stack([v.grad for v in exact]).float(), rtol=1e-4, atol=1e-4)
 
 
 def _bank_in_child(values, queue):
