@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from gaborlayer import GaborConv2d, gabor_kernel2d
 from gaborlayer import _autograd as ag
-from gaborlayer._reference import gabor_kernel2d_reference
 from gaborlayer import _cpu_kernels as cpu_kernels
+from gaborlayer._reference import gabor_kernel2d_reference
 
 NAMES = ("theta", "sigma", "lambd", "gamma", "psi")
 
