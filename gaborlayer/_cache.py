@@ -6,7 +6,7 @@ values it was built from, and serves it while the current values are equal to th
 of values, not a version counter, is the key: fused optimizers (``Adam(fused=True)``, ...) and
 ``param.data`` writes change values without bumping any counter. Comparing a few small parameter
 tensors costs far less than the convolution the bank feeds: on a CPU one compiled call
-(``_cpu_kernels.same_values``), on a GPU one synchronisation per tensor.
+(``_cpu_kernels.equality_check``), on a GPU one synchronisation per tensor.
 """
 from __future__ import annotations
 

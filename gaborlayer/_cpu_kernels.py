@@ -1,5 +1,6 @@
 """The eager CPU kernels of the 2-D bank: the bank and its moment gradients, each one loop compiled by
-numba (the loops are in ``gaborlayer._cpu_loops``; this module decides where they run and calls them).
+numba (the loops are in ``gaborlayer._cpu_loops``; this module decides where they run and calls them),
+and the eval-mode cache's check of a layer's parameters (:func:`equality_check`).
 
 On a CPU a small layer's bank is a few dozen elementwise passes over ~10^4 numbers, so each
 operation's fixed cost, not its arithmetic, sets the speed, and inside a training step every call
