@@ -251,6 +251,7 @@ def test_the_bank_reads_stored_log_parameters_as_the_layer_does(dtype):
        change=st.one_of(st.none(), st.tuples(st.integers(0, 5), st.integers(0, 69))), seed=st.integers(0, 2**16))
 def test_the_compiled_value_check_agrees_with_torch_equal(dtype, sizes, offset, change, seed):
     """Every byte counts, the ragged tails and misaligned addresses (a view at an odd offset) included."""
+    assert cpu_kernels.loops() is not None  # (the compiled comparison, not the torch.equal fallback)
     gen = torch.Generator().manual_seed(seed)
     tensors = [torch.randn(n + offset, generator=gen).to(dtype)[offset:] for n in sizes]
     check = cpu_kernels.equality_check([t.clone() for t in tensors])
