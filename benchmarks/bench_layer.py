@@ -7,6 +7,7 @@
     python benchmarks/bench_layer.py --compile       # also both layers under torch.compile
     python benchmarks/bench_layer.py --shapes small  # only the B8/B16 layers (the B32 ones take minutes)
     python benchmarks/bench_layer.py --ops           # also the operations and autograd nodes of a training step
+    python benchmarks/bench_layer.py --base 8014625^ # also the layer as committed at another revision
 
 For each layer shape, every variant runs the same two workloads:
 
@@ -20,6 +21,9 @@ Function's plain path (no moment backward: the layer as it was before it), a nai
 and then calls ``F.conv2d``, and ``GaborNet.GaborConv2d`` from gabornet 0.2.0 when it is importable.
 With ``--compile``, also ``nn.Conv2d`` and ``GaborConv2d`` under ``torch.compile`` (inductor fuses the
 bank's many small operations into a few loops; the first call of each compiles, during warm-up).
+With ``--base REV``, also ``GaborConv2d`` as committed at git revision ``REV`` (imported beside this
+checkout's, see ``revision.py``), and this checkout's layer against it: the median of the per-round
+ratios with a bootstrap 95% confidence interval, to tell a change from the noise.
 
 Timing is built to survive a noisy shared machine: all variants of one shape are timed in the same
 rounds, one call each per round, in an order shuffled every round. (A rotating order keeps each
@@ -130,12 +134,15 @@ def make_timer(device: torch.device, clock: str = "wall"):
     return now
 
 
-def build_variants(cin, cout, k, device, dtype, compile: bool = False):
+def build_variants(cin, cout, k, device, dtype, compile: bool = False, base=None):
     torch.manual_seed(0)
     gabor = GaborConv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
     conv = nn.Conv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
     variants = {"nn.Conv2d": conv, "GaborConv2d": gabor, "GaborConv2d, plain bank": PlainBankPath(gabor),
                 "naive (reference)": NaiveGabor(gabor)}
+    if base is not None:  # the same layer at another revision, with the same parameters and bias
+        torch.manual_seed(0)
+        variants[base_name(base)] = base.GaborConv2d(cin, cout, k, padding=k // 2, device=device, dtype=dtype)
     if compile:  # the same modules under torch.compile (inductor): it fuses the bank's small operations
         variants["nn.Conv2d, compiled"] = torch.compile(conv)
         variants["GaborConv2d, compiled"] = torch.compile(gabor)
@@ -191,6 +198,19 @@ def measure(fns: dict, now, repeats: int, warmup: int, inner: int) -> dict:
                 fns[name]()
             times[name].append((now() - t0) / inner)
     return times
+
+
+def base_name(base) -> str:
+    return f"GaborConv2d @{base.__name__.rpartition('_')[2]}"
+
+
+def paired_ratio(times: list, base: list, resamples: int = 2000) -> tuple[float, float, float]:
+    """The median of the per-round ratios ``times / base`` and a bootstrap 95% confidence interval
+    of that median (rounds resampled with replacement, a fixed seed)."""
+    ratios = [t / b for t, b in zip(times, base)]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return statistics.median(ratios), medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def summarise(times: dict, baseline: str) -> dict:
@@ -257,6 +277,8 @@ def main(argv=None) -> int:
                         help="also count the aten operations and autograd nodes of one training step")
     parser.add_argument("--shapes", default="all", choices=list(SHAPES),
                         help="the issue's small layers (B8/B16), its two large ones (B32), or all")
+    parser.add_argument("--base", metavar="REV", default=None,
+                        help="also time GaborConv2d as committed at this git revision, and compare")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -272,6 +294,10 @@ def main(argv=None) -> int:
     warmup = 2 if args.quick else 8
     inner = 10 if device.type == "cuda" else 1  # GPU calls are short: time several per sample
     now = make_timer(device, args.clock)
+    base = None
+    if args.base is not None:
+        from revision import import_revision  # benchmarks/revision.py, beside this script
+        base = import_revision(args.base)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"# bench_layer: {datetime.date.today().isoformat()}, torch {torch.__version__}, "
@@ -286,7 +312,7 @@ def main(argv=None) -> int:
     misses, extra, extra_lines = [], [], []
     for cin, cout, k, batch, size in SHAPES[args.shapes]:
         label = f"{cin}->{cout} k{k} B{batch} {size}x{size}"
-        variants = build_variants(cin, cout, k, device, dtype, args.compile)
+        variants = build_variants(cin, cout, k, device, dtype, args.compile, base)
         gen = torch.Generator(device="cpu").manual_seed(1)
         x = torch.randn(batch, cin, size, size, generator=gen).to(device=device, dtype=dtype)
         weights = None if args.loss == "sum" else torch.randn(batch, cout, size, size, generator=gen).to(
@@ -298,7 +324,12 @@ def main(argv=None) -> int:
                 module.train(mode == "train")
                 train, evaluate = workloads(module, x, weights)
                 fns[name] = train if mode == "train" else evaluate
-            results[mode] = summarise(measure(fns, now, repeats, warmup, inner), "nn.Conv2d")
+            times = measure(fns, now, repeats, warmup, inner)
+            results[mode] = summarise(times, "nn.Conv2d")
+            if base is not None:
+                ratio, low, high = paired_ratio(times["GaborConv2d"], times[base_name(base)])
+                extra_lines.append(f"# {label} {mode}: GaborConv2d / {base_name(base)} = {ratio:.3f} "
+                                   f"[95% CI {low:.3f}, {high:.3f}]")
         for name in variants:
             tr, ev = results["train"][name], results["eval"][name]
             print(f"| {label} | {name} | {tr['ms']:.2f} | {tr['ratio']:.3f} [{tr['q1']:.2f}, {tr['q3']:.2f}] "
