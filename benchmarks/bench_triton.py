@@ -3,6 +3,7 @@
     python benchmarks/bench_triton.py            # CPU section; GPU section too when CUDA is there
     python benchmarks/bench_triton.py --sweep    # also time Triton block sizes (GPU only)
     python benchmarks/bench_triton.py --threads 1 --clock cpu  # steadier CPU figures on a busy machine
+    python benchmarks/bench_triton.py --base 8014625^  # also the Function as committed at another revision
 
 CPU section (runs anywhere): bank forward+backward at 64x3x7x7, 256x256x7x7 and 512x512x3x3 in
 float32 for the naive autograd formula (``_reference``), ``torch.compile`` of that formula, the
@@ -10,7 +11,9 @@ analytic Function as the package calls it (``GaborKernel2d.apply``: on CPU with 
 build, the moment backward) and the same Function's plain path (only the parameters saved,
 everything recomputed in backward), with speed-ups over naive from this one run, the target
 (the eager Function no slower than the compiled formula), and the memory each saves for its
-backward (counted with saved-tensor hooks), as a multiple of the bank.
+backward (counted with saved-tensor hooks), as a multiple of the bank. With ``--base REV``, also
+the Function as committed at git revision ``REV`` (``GaborKernel2d.apply`` of that revision's
+package, imported beside this one by ``revision.py``), in the same rounds, and this one against it.
 
 GPU section (only with CUDA and triton): the same four columns plus Triton
 (``torch.ops.gaborlayer.gabor_bank``), the targets (Triton >= 10x naive at 256x256x7x7, and no
@@ -93,17 +96,23 @@ def bank_inputs(shape, device, dtype=torch.float32, seed=0):
     return params, grad, kh, kw
 
 
-def builders(device: torch.device) -> dict:
+def builders(device: torch.device, base=None) -> dict:
     found = {
         "naive": gabor_kernel2d_reference,
         "compiled": torch.compile(gabor_kernel2d_reference, fullgraph=True, dynamic=False),
         "Function": GaborKernel2d.apply,
         "plain Function": GaborKernel2d._forward_mode.apply,  # the parameters alone saved (no moment path)
     }
+    if base is not None:  # the same Function at another revision
+        found[base_name(base)] = base._autograd.GaborKernel2d.apply
     if device.type == "cuda":
         resolve_backend("triton", device)  # raises if triton cannot run here; registers the op
         found["Triton"] = torch.ops.gaborlayer.gabor_bank
     return found
+
+
+def base_name(base) -> str:
+    return f"Function @{base.__name__.rpartition('_')[2]}"
 
 
 def fwd_bwd(build, params, grad, kh, kw):
@@ -144,8 +153,8 @@ def backward_peak_extra(build, params, grad, kh, kw) -> float:
     return extra / (bank.numel() * bank.element_size())
 
 
-def bank_section(device: torch.device, min_run_time: float, clock: str = "wall") -> dict:
-    found = builders(device)
+def bank_section(device: torch.device, min_run_time: float, clock: str = "wall", base=None) -> dict:
+    found = builders(device, base)
     names = list(found)
     print(f"\nbank forward+backward, float32, {device.type}: median ms of interleaved rounds, {clock} clock "
           f"(speed-up over naive autograd)")
@@ -163,6 +172,12 @@ def bank_section(device: torch.device, min_run_time: float, clock: str = "wall")
         ratio = times["compiled"] / times["Function"]
         print(f"  {'x'.join(map(str, shape)):<16} compiled / Function {ratio:5.2f}  {'met' if ratio >= 1 else 'MISSED'}"
               f"   (plain Function / Function {times['plain Function'] / times['Function']:5.2f})")
+    if base is not None:
+        print(f"\nthis Function against {base_name(base)} (ratio of the medians; < 1: faster now)")
+        for shape, times in results.items():
+            print(f"  {'x'.join(map(str, shape)):<16} Function / {base_name(base)} "
+                  f"{times['Function'] / times[base_name(base)]:5.2f}   "
+                  f"(compiled / {base_name(base)} {times['compiled'] / times[base_name(base)]:5.2f})")
     print(f"\nmemory saved by the forward for backward, in banks (float32, {device.type})")
     print(f"{'shape':<32}" + "".join(f"{n:>22}" for n in names))
     for shape in BANK_SHAPES:
@@ -244,7 +259,13 @@ def main(argv=None) -> int:
                         help="CPU threads (default: torch's); 1 gives stable CPU figures on a shared machine")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="CPU section: wall clock, or process CPU time (steady with --threads 1 on a busy machine)")
+    parser.add_argument("--base", metavar="REV", default=None,
+                        help="also time the Function as committed at this git revision, and compare")
     args = parser.parse_args(argv)
+    base = None
+    if args.base is not None:
+        from revision import import_revision  # benchmarks/revision.py, beside this script
+        base = import_revision(args.base)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -257,7 +278,7 @@ def main(argv=None) -> int:
         print(f"triton not importable ({type(exc).__name__}: {exc})")
 
     print("\n== CPU section ==")
-    bank_section(torch.device("cpu"), args.min_run_time, args.clock)
+    bank_section(torch.device("cpu"), args.min_run_time, args.clock, base)
 
     print("\n== GPU section ==")
     if not torch.cuda.is_available():
@@ -267,7 +288,7 @@ def main(argv=None) -> int:
         return 0
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(device)}")
-    bank_section(device, args.min_run_time)
+    bank_section(device, args.min_run_time, base=base)
     layer_section(device, args.min_run_time)
     if args.sweep:
         sweep_section(device, args.min_run_time)

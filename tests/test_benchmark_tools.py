@@ -72,3 +72,20 @@ def test_bench_layer_compares_against_a_revision(monkeypatch):
         assert line, text
         median, low, high = map(float, line.groups())
         assert 0 < low <= median <= high
+
+
+@needs_git
+def test_bench_triton_compares_against_a_revision(monkeypatch):
+    """--base adds that revision's Function to the bank table and prints this one against it."""
+    import bench_triton
+
+    monkeypatch.setattr(bench_triton, "BANK_SHAPES", [(2, 3, 3, 3)])
+    monkeypatch.setattr(bench_triton.torch, "compile", lambda fn, **options: fn)  # no inductor build here
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench_triton.main(["--base", "HEAD", "--min-run-time", "0.01"]) == 0
+    text = out.getvalue()
+    header = next(line for line in text.splitlines() if line.startswith("shape (C_out"))
+    assert f"Function @{HEAD}" in header
+    line = re.search(rf"2x3x3x3 +Function / Function @{HEAD} +([\d.]+)", text)
+    assert line and float(line.group(1)) > 0, text
