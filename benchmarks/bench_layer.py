@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     print()
     print("| layer | variant | train ms | train / conv | eval ms | eval / conv |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    misses, extra, extra_lines = [], [], []
+    misses, extra, extra_lines, slower = [], [], [], []
     for cin, cout, k, batch, size in SHAPES[args.shapes]:
         label = f"{cin}->{cout} k{k} B{batch} {size}x{size}"
         variants = build_variants(cin, cout, k, device, dtype, args.compile, base)
@@ -330,6 +330,8 @@ def main(argv=None) -> int:
                 ratio, low, high = paired_ratio(times["GaborConv2d"], times[base_name(base)])
                 extra_lines.append(f"# {label} {mode}: GaborConv2d / {base_name(base)} = {ratio:.3f} "
                                    f"[95% CI {low:.3f}, {high:.3f}]")
+                if low > 1:
+                    slower.append(f"{label} {mode}")
         for name in variants:
             tr, ev = results["train"][name], results["eval"][name]
             print(f"| {label} | {name} | {tr['ms']:.2f} | {tr['ratio']:.3f} [{tr['q1']:.2f}, {tr['q3']:.2f}] "
@@ -366,6 +368,10 @@ def main(argv=None) -> int:
         print(f"# targets ({targets}) missed: " + "; ".join(misses))
     else:
         print(f"# targets ({targets}) met")
+    if base is not None:  # "eval stays": no layer or mode slower than at the base beyond the noise
+        print(f"# against {base_name(base)}: " + (
+            "slower (the whole 95% interval above 1) at " + "; ".join(slower) if slower else
+            "nowhere slower (every 95% interval holds 1 or lies below it)"))
     return 0
 
 

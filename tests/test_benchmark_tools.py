@@ -72,6 +72,7 @@ def test_bench_layer_compares_against_a_revision(monkeypatch):
         assert line, text
         median, low, high = map(float, line.groups())
         assert 0 < low <= median <= high
+    assert re.search(rf"# against GaborConv2d @{HEAD}: (nowhere slower|slower \(the whole)", text), text
 
 
 @needs_git
