@@ -48,6 +48,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from revision import commit_of, import_revision  # benchmarks/revision.py, beside this script
 
 from gaborlayer import GaborConv2d, _autograd, gabor_kernel2d
 
@@ -201,7 +202,7 @@ def measure(fns: dict, now, repeats: int, warmup: int, inner: int) -> dict:
 
 
 def base_name(base) -> str:
-    return f"GaborConv2d @{base.__name__.rpartition('_')[2]}"
+    return f"GaborConv2d @{commit_of(base)}"
 
 
 def paired_ratio(times: list, base: list, resamples: int = 2000) -> tuple[float, float, float]:
@@ -296,7 +297,6 @@ def main(argv=None) -> int:
     now = make_timer(device, args.clock)
     base = None
     if args.base is not None:
-        from revision import import_revision  # benchmarks/revision.py, beside this script
         base = import_revision(args.base)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()

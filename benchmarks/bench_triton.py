@@ -35,6 +35,7 @@ import time
 
 import torch
 import torch.nn as nn
+from revision import commit_of, import_revision  # benchmarks/revision.py, beside this script
 from torch.utils import benchmark
 
 from gaborlayer import GaborConv2d
@@ -112,7 +113,7 @@ def builders(device: torch.device, base=None) -> dict:
 
 
 def base_name(base) -> str:
-    return f"Function @{base.__name__.rpartition('_')[2]}"
+    return f"Function @{commit_of(base)}"
 
 
 def fwd_bwd(build, params, grad, kh, kw):
@@ -264,7 +265,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     base = None
     if args.base is not None:
-        from revision import import_revision  # benchmarks/revision.py, beside this script
         base = import_revision(args.base)
     if args.threads:
         torch.set_num_threads(args.threads)

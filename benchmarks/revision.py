@@ -46,3 +46,8 @@ def import_revision(rev: str) -> ModuleType:
         path.write_text(re.sub(r"\bgaborlayer\b", name, path.read_text()))
     sys.path.insert(0, str(where))
     return importlib.import_module(name)
+
+
+def commit_of(module: ModuleType) -> str:
+    """The commit a package from :func:`import_revision` was taken at (its name's suffix)."""
+    return module.__name__.removeprefix("gaborlayer_")
